@@ -1,0 +1,1 @@
+"""The `transgan` command line (installed as the package `transgan.cli`)."""

@@ -1,0 +1,49 @@
+"""The `transgan` Typer app: one sub-command per verb; errors become one line, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from transgan import __version__
+from transgan.errors import TransganError
+
+app = typer.Typer(
+    name="transgan",
+    help="Image translation and generation with GANs: train, convert, export, translate, generate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"transgan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """transgan: image translation and generation with GANs."""
+
+
+def build_app() -> typer.Typer:
+    from transgan.cli import train
+
+    train.register_task_commands()
+    app.add_typer(train.app, name="train")
+    return app
+
+
+def main() -> None:
+    errors = Console(stderr=True, highlight=False)
+    try:
+        build_app()()
+    except TransganError as error:
+        errors.print(f"error: {error}", markup=False, soft_wrap=True)
+        sys.exit(130 if type(error).__name__ == "TrainingInterrupted" else 2)

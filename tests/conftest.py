@@ -1,0 +1,27 @@
+"""Shared fixtures: the real-data folder (skip when absent, fail when TRANSGAN_REQUIRE_REAL_DATA=1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_DATA = Path(os.environ.get("TRANSGAN_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def real_data_path(*parts: str) -> Path:
+    """Path inside ../shared/data; skips the test when it is missing, unless CI requires real data."""
+    path = REAL_DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"real data not found at {path} (it lives in ../shared/data beside the repository)"
+        if os.environ.get("TRANSGAN_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message + "; TRANSGAN_REQUIRE_REAL_DATA=1 requires it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def real_data():
+    """Call it with path parts: real_data('facades', 'test')."""
+    return real_data_path

@@ -1,0 +1,5 @@
+"""`python -m transgan` runs the `transgan` command line."""
+
+from transgan.cli.app import main
+
+main()

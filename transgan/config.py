@@ -1,0 +1,120 @@
+"""Frozen config dataclasses and their dict/TOML round-trip; imports no torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from transgan.errors import TransganError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field whose help text the CLI shows (every config field is a command-line option)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of the training loop, shared by every task (the task's own options live in its config)."""
+
+    out: str = option("runs/run", "run directory: checkpoints, logs, samples, model.safetensors")
+    steps: int | None = option(None, "total optimisation steps (with --resume: go on until this step)")
+    epochs: int | None = option(None, "epochs at the initial learning rate (default: the task's)")
+    decay_epochs: int | None = option(None, "epochs of linear learning-rate decay after --epochs (linear policy)")
+    batch_size: int = option(1, "images per step (per process with DDP)")
+    seed: int = option(0, "seed of weights, data order and augmentation")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("fp32", "fp32, bf16 (CPU or CUDA) or fp16 (CUDA, with a gradient scaler)")
+    channels_last: bool = option(False, "channels_last memory format (faster convolutions on GPU)")
+    compile: bool = option(False, "torch.compile the networks")
+    lr_g: float | None = option(None, "generator learning rate (default: the task's)")
+    lr_d: float | None = option(None, "discriminator learning rate (default: the task's)")
+    beta1: float | None = option(None, "Adam beta1 (default: the task's)")
+    beta2: float | None = option(None, "Adam beta2 (default: the task's)")
+    eps: float = option(1e-8, "Adam epsilon")
+    lr_policy: str | None = option(None, "constant, linear or cosine (default: the task's)")
+    grad_clip: float = option(0.0, "clip each phase's gradient norm to this; 0 disables")
+    ema: float = option(0.0, "EMA decay of generator weights (e.g. 0.999); 0 disables")
+    num_workers: int = option(2, "DataLoader worker processes decoding images")
+    log_every: int = option(50, "steps between metric logs")
+    sample_every: int = option(500, "steps between sample grids")
+    checkpoint_every: int = option(1000, "steps between checkpoints")
+    keep_last: int = option(3, "step checkpoints to keep")
+    progress: bool = option(True, "show a progress bar")
+    tensorboard: bool = option(True, "write TensorBoard events")
+    sync_batchnorm: bool = option(False, "SyncBatchNorm across DDP processes")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as a plain dict (nested dataclasses included)."""
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a TOML/CLI value to the field's type: lists become tuples for tuple fields, ints floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return value if value is None else _coerce(value, options[0], where)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        return from_dict(annotation, value, where)
+    expected = annotation if isinstance(annotation, type) else None
+    if expected in (int, float, str, bool) and not isinstance(value, expected):
+        raise TransganError(f"{where}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a dict; unknown keys are an error that names them and lists the known ones."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise TransganError(f"{where}: unknown option {', '.join(unknown)}; known options: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _coerce(value, hints[name], f"{where}.{name}") for name, value in values.items()})
+
+
+def _without_none(value: Any) -> Any:
+    # TOML has no null: a missing key means "the default", which is what None means in our configs.
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def dump_toml(values: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(tomli_w.dumps(_without_none(values)))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TransganError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise TransganError(f"{path}: not valid TOML ({error})") from error
+
+
+def replace(config: T, **changes: Any) -> T:
+    """A copy of a frozen config with some fields changed (None values are ignored)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

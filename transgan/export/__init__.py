@@ -1,0 +1,1 @@
+"""ONNX export: graph export, fp16 conversion that keeps precision-sensitive ops in fp32, parity checks."""

@@ -1,0 +1,1 @@
+"""Tasks (pix2pix, cyclegan, cgan...) built on the shared trainer; found by name in the TASKS registry."""

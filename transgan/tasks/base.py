@@ -1,0 +1,100 @@
+"""The task/trainer boundary: a task owns its networks and declares the phases the trainer steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+# A phase's loss function runs that phase's forward passes and returns the loss to minimise plus named
+# scalar tensors to log (kept on the device; the trainer syncs them only every `log_every` steps).
+PhaseLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class Phase:
+    """One optimisation phase of a training step, as in StyleGAN2's phase list.
+
+    `networks` are the ones this phase's optimizer updates; `frozen` are evaluated in the phase but must not
+    receive gradients (the discriminator during the generator phase). `interval` runs the phase only on
+    steps divisible by it, which gives n_critic discriminator steps per generator step.
+    """
+
+    name: str
+    networks: list[str]
+    loss: PhaseLoss
+    lr: float
+    betas: tuple[float, float]
+    frozen: list[str] = field(default_factory=list)
+    interval: int = 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A task's default length and learning-rate policy (the reference's n_epochs + n_epochs_decay)."""
+
+    epochs: int
+    lr_policy: str = "constant"
+    decay_epochs: int = 0
+
+
+class GANTask:
+    """Base class of tasks. A subclass sets `name`, `config_class`, builds its networks in `__init__`
+    and implements the methods below; the trainer knows nothing else about it."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    schedule: ClassVar[Schedule] = Schedule(epochs=100)
+
+    def __init__(self, config: Any, dataset: Dataset):
+        self.config = config
+        self.dataset = dataset
+        self.networks = nn.ModuleDict()
+        self.device = torch.device("cpu")
+
+    # -- data ---------------------------------------------------------------------------------------
+    @classmethod
+    def build_dataset(cls, config: Any) -> Dataset:
+        """The training dataset described by the task config (items use the (index, seed) key contract)."""
+        raise NotImplementedError
+
+    # -- training -----------------------------------------------------------------------------------
+    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+        raise NotImplementedError
+
+    def default_optimizer(self) -> dict[str, Any]:
+        """Default lr_g, lr_d, beta1, beta2 of this task."""
+        return {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999}
+
+    def forward(self, batch: dict[str, Any]) -> None:
+        """Move the batch to the device and run the passes every phase shares (fakes from real inputs)."""
+        raise NotImplementedError
+
+    def ema_networks(self) -> list[str]:
+        """Networks whose EMA copy is kept when EMA is on (the generators)."""
+        return [name for name in self.networks if name.startswith("G")]
+
+    # -- state that is not a network parameter (image pools...) for exact resume -------------------
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    # -- outputs ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] to show as a grid, made by `networks` (EMA copies when enabled)."""
+        raise NotImplementedError
+
+    def model_file_kwargs(self) -> dict[str, Any]:
+        """What `transgan.save` needs besides the networks: primary, directions, class names, extra."""
+        return {}
+
+    def inference_networks(self) -> list[str]:
+        """The networks a model file keeps (generators; discriminators stay in training checkpoints)."""
+        return self.ema_networks()

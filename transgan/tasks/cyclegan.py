@@ -1,0 +1,148 @@
+"""CycleGAN: unpaired translation with two ResNet generators, two PatchGANs, cycle and identity losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from transgan.config import option
+from transgan.errors import TransganError
+from transgan.losses import adversarial_loss, cycle_loss, identity_loss
+from transgan.registry import TASKS
+from transgan.tasks.base import GANTask, Phase, Schedule
+from transgan.tasks.image_pool import ImagePool
+from transgan.tasks.pix2pix import translation_discriminator, translation_generator
+from transgan.tasks.translation import ImageOptions, as_rgb, check_image_options, preprocess_of, required_path
+
+
+@dataclass(frozen=True)
+class CycleGANConfig(ImageOptions):
+    """CycleGAN options; the defaults are the reference's."""
+
+    domain_a: str = option("", "folder of domain A images")
+    domain_b: str = option("", "folder of domain B images")
+    arch: str = option("resnet_9blocks", "generator network")
+    ngf: int = option(64, "generator width")
+    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
+    ndf: int = option(64, "discriminator width")
+    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
+    norm: str = option("instance", "instance, batch or none")
+    dropout: bool = option(False, "dropout in the generators")
+    spectral_norm: bool = option(False, "spectral normalisation in the discriminators")
+    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
+    init_gain: float = option(0.02, "scale of the weight init")
+    gan_loss: str = option("lsgan", "adversarial loss: lsgan, vanilla, hinge, nonsaturating, wasserstein ...")
+    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
+    lambda_a: float = option(10.0, "weight of the cycle loss A -> B -> A")
+    lambda_b: float = option(10.0, "weight of the cycle loss B -> A -> B")
+    lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_a/lambda_b")
+    pool_size: int = option(50, "image pool size (0 disables the pool)")
+
+
+@TASKS.register("cyclegan")
+class CycleGANTask(GANTask):
+    """Unpaired image-to-image translation (CycleGAN): two generators, two discriminators, cycle loss."""
+
+    name = "cyclegan"
+    config_class = CycleGANConfig
+    schedule = Schedule(epochs=100, lr_policy="linear", decay_epochs=100)
+
+    @classmethod
+    def build_dataset(cls, config: CycleGANConfig):
+        from transgan.data.paired import UnalignedDataset
+
+        check_image_options(config)
+        if config.lambda_identity > 0 and config.input_nc != config.output_nc:
+            raise TransganError("--lambda-identity needs --input-nc equal to --output-nc; set --lambda-identity 0")
+        return UnalignedDataset(
+            required_path(config.domain_a, "--domain-a"),
+            required_path(config.domain_b, "--domain-b"),
+            preprocess_of(config),
+            direction=config.direction,
+            input_nc=config.input_nc,
+            output_nc=config.output_nc,
+        )
+
+    def __init__(self, config: CycleGANConfig, dataset):
+        super().__init__(config, dataset)
+        a_nc, b_nc = config.input_nc, config.output_nc
+        self.networks["G_A"] = translation_generator(config, a_nc, b_nc)  # A -> B
+        self.networks["G_B"] = translation_generator(config, b_nc, a_nc)  # B -> A
+        self.networks["D_A"] = translation_discriminator(config, b_nc)  # real B vs G_A(A)
+        self.networks["D_B"] = translation_discriminator(config, a_nc)  # real A vs G_B(B)
+        self.gan_loss = adversarial_loss(config.gan_loss)
+        self.pool_A, self.pool_B = ImagePool(config.pool_size), ImagePool(config.pool_size)
+
+    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+        # The reference's order: both generators first, then both discriminators on pooled fakes.
+        return [
+            Phase("G", ["G_A", "G_B"], self.loss_G, lr_g, betas, frozen=["D_A", "D_B"]),
+            Phase("D", ["D_A", "D_B"], self.loss_D, lr_d, betas),
+        ]
+
+    def forward(self, batch: dict[str, Any]) -> None:
+        G_A, G_B = self.networks["G_A"], self.networks["G_B"]
+        self.real_A = batch["A"].to(self.device, non_blocking=True)
+        self.real_B = batch["B"].to(self.device, non_blocking=True)
+        self.fake_B = G_A(self.real_A)
+        self.rec_A = G_B(self.fake_B)
+        self.fake_A = G_B(self.real_B)
+        self.rec_B = G_A(self.fake_A)
+
+    def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = self.config
+        G_A, G_B, D_A, D_B = (self.networks[n] for n in ("G_A", "G_B", "D_A", "D_B"))
+        loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
+        if c.lambda_identity > 0:
+            # G_A should leave an image that already looks like B unchanged, and G_B likewise for A.
+            loss_idt_A = identity_loss(G_A(self.real_B), self.real_B) * c.lambda_b * c.lambda_identity
+            loss_idt_B = identity_loss(G_B(self.real_A), self.real_A) * c.lambda_a * c.lambda_identity
+        loss_G_A = self.gan_loss.generator(D_A(self.fake_B))
+        loss_G_B = self.gan_loss.generator(D_B(self.fake_A))
+        loss_cycle_A = cycle_loss(self.rec_A, self.real_A) * c.lambda_a
+        loss_cycle_B = cycle_loss(self.rec_B, self.real_B) * c.lambda_b
+        total = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        parts = {"G/gan_A": loss_G_A, "G/gan_B": loss_G_B, "G/cycle_A": loss_cycle_A, "G/cycle_B": loss_cycle_B}
+        parts.update({"G/idt_A": loss_idt_A, "G/idt_B": loss_idt_B})
+        return total, {key: value.detach() for key, value in parts.items()}
+
+    def _loss_D_basic(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pred_real, pred_fake = D(real), D(fake.detach())
+        loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
+        return 0.5 * (loss_real + loss_fake), pred_real.detach().float().mean(), pred_fake.detach().float().mean()
+
+    def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss_A, real_A_score, fake_A_score = self._loss_D_basic(
+            self.networks["D_A"], self.real_B, self.pool_B.query(self.fake_B)
+        )
+        loss_B, real_B_score, fake_B_score = self._loss_D_basic(
+            self.networks["D_B"], self.real_A, self.pool_A.query(self.fake_A)
+        )
+        scores = {"D/real": 0.5 * (real_A_score + real_B_score), "D/fake": 0.5 * (fake_A_score + fake_B_score)}
+        return loss_A + loss_B, {"D/loss_A": loss_A.detach(), "D/loss_B": loss_B.detach(), **scores}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {**self.pool_A.state("pool_A"), **self.pool_B.state("pool_B")}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.pool_A.load_state(tensors, "pool_A", self.device)
+        self.pool_B.load_state(tensors, "pool_B", self.device)
+
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        real_A, real_B = batch["A"].to(self.device), batch["B"].to(self.device)
+        fake_B, fake_A = networks["G_A"](real_A), networks["G_B"](real_B)
+        rows = [real_A, fake_B, networks["G_B"](fake_B), real_B, fake_A, networks["G_A"](fake_A)]
+        return torch.cat([as_rgb(row) for row in rows])
+
+    def model_file_kwargs(self) -> dict[str, Any]:
+        # With --direction BtoA the dataset swaps the folders, so G_A maps the user's B to A.
+        forward, backward = ("AtoB", "BtoA") if self.config.direction == "AtoB" else ("BtoA", "AtoB")
+        return {
+            "primary": "G_A",
+            "directions": {forward: "G_A", backward: "G_B"},
+            "extra": {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc},
+        }

@@ -1,0 +1,115 @@
+"""Pix2Pix: paired translation with a U-Net generator, a conditional PatchGAN and GAN + L1 loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from transgan.config import option
+from transgan.losses import adversarial_loss, l1_loss
+from transgan.nets import build_network
+from transgan.registry import TASKS
+from transgan.tasks.base import GANTask, Phase, Schedule
+from transgan.tasks.translation import ImageOptions, as_rgb, check_image_options, preprocess_of, required_path
+
+
+@dataclass(frozen=True)
+class Pix2PixConfig(ImageOptions):
+    """Pix2Pix options; the defaults are the reference's."""
+
+    data: str = option("", "folder with A/ and B/ sub-folders (same file names) or of aligned A|B images")
+    arch: str = option("unet_256", "generator network")
+    ngf: int = option(64, "generator width")
+    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
+    ndf: int = option(64, "discriminator width")
+    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
+    norm: str = option("batch", "batch, instance or none")
+    dropout: bool = option(True, "dropout in the generator")
+    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
+    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
+    init_gain: float = option(0.02, "scale of the weight init")
+    gan_loss: str = option("vanilla", "adversarial loss: vanilla, lsgan, hinge, nonsaturating, wasserstein ...")
+    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
+    lambda_l1: float = option(100.0, "weight of the L1 loss")
+
+
+def translation_discriminator(config: Any, input_nc: int) -> nn.Module:
+    options = {"input_nc": input_nc, "ndf": config.ndf, "norm": config.norm, "spectral_norm": config.spectral_norm}
+    if config.netd == "n_layers":
+        options["n_layers"] = config.n_layers_d
+    return build_network(config.netd, init=config.init, init_gain=config.init_gain, **options)
+
+
+def translation_generator(config: Any, input_nc: int, output_nc: int) -> nn.Module:
+    options = {"input_nc": input_nc, "output_nc": output_nc, "norm": config.norm, "dropout": config.dropout}
+    return build_network(config.arch, ngf=config.ngf, init=config.init, init_gain=config.init_gain, **options)
+
+
+@TASKS.register("pix2pix")
+class Pix2PixTask(GANTask):
+    """Paired image-to-image translation (pix2pix): U-Net + PatchGAN, GAN + L1 loss."""
+
+    name = "pix2pix"
+    config_class = Pix2PixConfig
+    schedule = Schedule(epochs=100, lr_policy="linear", decay_epochs=100)
+
+    @classmethod
+    def build_dataset(cls, config: Pix2PixConfig):
+        from transgan.data.paired import paired_dataset
+
+        check_image_options(config)
+        return paired_dataset(
+            required_path(config.data, "--data"),
+            preprocess_of(config),
+            direction=config.direction,
+            input_nc=config.input_nc,
+            output_nc=config.output_nc,
+        )
+
+    def __init__(self, config: Pix2PixConfig, dataset):
+        super().__init__(config, dataset)
+        self.networks["G"] = translation_generator(config, config.input_nc, config.output_nc)
+        # The discriminator is conditional: it sees the input beside the (real or fake) output.
+        self.networks["D"] = translation_discriminator(config, config.input_nc + config.output_nc)
+        self.gan_loss = adversarial_loss(config.gan_loss)
+
+    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+        # The reference's order: D first (on detached fakes), then G against the updated D.
+        return [
+            Phase("D", ["D"], self.loss_D, lr_d, betas),
+            Phase("G", ["G"], self.loss_G, lr_g, betas, frozen=["D"]),
+        ]
+
+    def forward(self, batch: dict[str, Any]) -> None:
+        self.real_A = batch["A"].to(self.device, non_blocking=True)
+        self.real_B = batch["B"].to(self.device, non_blocking=True)
+        self.fake_B = self.networks["G"](self.real_A)
+
+    def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        D = self.networks["D"]
+        pred_fake = D(torch.cat([self.real_A, self.fake_B.detach()], 1))
+        pred_real = D(torch.cat([self.real_A, self.real_B], 1))
+        loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
+        scores = {"D/real": pred_real.detach().float().mean(), "D/fake": pred_fake.detach().float().mean()}
+        return 0.5 * (loss_real + loss_fake), scores
+
+    def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pred_fake = self.networks["D"](torch.cat([self.real_A, self.fake_B], 1))
+        loss_gan = self.gan_loss.generator(pred_fake)
+        loss_l1 = l1_loss(self.fake_B, self.real_B) * self.config.lambda_l1
+        return loss_gan + loss_l1, {"G/gan": loss_gan.detach(), "G/l1": loss_l1.detach()}
+
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        real_A, real_B = batch["A"].to(self.device), batch["B"].to(self.device)
+        fake_B = networks["G"](real_A)
+        return torch.cat([as_rgb(real_A), as_rgb(fake_B), as_rgb(real_B)])
+
+    def model_file_kwargs(self) -> dict[str, Any]:
+        return {
+            "directions": {self.config.direction: "G"},
+            "extra": {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc},
+        }
