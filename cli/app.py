@@ -33,10 +33,11 @@ def root(
 
 
 def build_app() -> typer.Typer:
-    from transgan.cli import train
+    from transgan.cli import generate, train
 
     train.register_task_commands()
     app.add_typer(train.app, name="train")
+    generate.register(app)
     return app
 
 

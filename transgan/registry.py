@@ -122,10 +122,11 @@ NETWORKS = Registry(
         "transgan.nets.patchgan",
         "transgan.nets.mobile_resnet",
         "transgan.nets.dcgan",
+        "transgan.nets.conditional",
     ],
 )
 LOSSES = Registry("loss", "transgan.losses", ["transgan.losses"])
-TASKS = Registry("task", "transgan.tasks", ["transgan.tasks.pix2pix", "transgan.tasks.cyclegan"])
+TASKS = Registry("task", "transgan.tasks", ["transgan.tasks.pix2pix", "transgan.tasks.cyclegan", "transgan.tasks.cgan"])
 
 
 def list_models(role: str | None = None) -> list[str]:

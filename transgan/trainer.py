@@ -53,7 +53,7 @@ def lr_factor(policy: str, progress_epochs: float, epochs: int, decay_epochs: in
     if policy == "constant":
         return 1.0
     if policy == "linear":
-        return 1.0 - max(0, math.floor(progress_epochs) + 1 - epochs) / float(decay_epochs + 1)
+        return max(0.0, 1.0 - max(0, math.floor(progress_epochs) + 1 - epochs) / float(decay_epochs + 1))
     if policy == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     raise TransganError(f"--lr-policy {policy}: unknown; use constant, linear or cosine")
@@ -97,7 +97,14 @@ class GANTrainer:
         self.epochs = config.epochs if config.epochs is not None else schedule.epochs
         self.decay_epochs = config.decay_epochs if config.decay_epochs is not None else schedule.decay_epochs
         self.lr_policy = config.lr_policy or schedule.lr_policy
-        self.total_steps = config.steps or (self.epochs + self.decay_epochs) * self.sampler.batches_per_epoch
+        self.schedule_steps = (self.epochs + self.decay_epochs) * self.sampler.batches_per_epoch
+        self.total_steps = config.steps or self.schedule_steps
+        if self.total_steps > self.schedule_steps and self.lr_policy != "constant":
+            print(
+                f"warning: --steps {self.total_steps} goes past the {self.lr_policy} learning-rate schedule "
+                f"({self.epochs}+{self.decay_epochs} epochs = {self.schedule_steps} steps); the rest trains at lr 0. "
+                "Raise --epochs/--decay-epochs to stretch it."
+            )
         self.step = self.epoch = self.batch_in_epoch = 0
         self._sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         self._counts: dict[str, int] = defaultdict(int)
@@ -197,10 +204,10 @@ class GANTrainer:
             self._accumulate({f"loss/{phase.name}": loss, f"grad_norm/{phase.name}": grad_norm, **metrics})
 
     def _set_learning_rates(self) -> None:
-        per_epoch = self.sampler.batches_per_epoch
-        progress = self.step / self.total_steps
-        # With --steps the epochs of the schedule are stretched over the run, so the decay still happens.
-        epochs_done = self.step / per_epoch if not self.config.steps else progress * (self.epochs + self.decay_epochs)
+        # The schedule depends on epochs only, never on --steps, so where a run stops (and resumes) does not
+        # change the learning rates it trains with.
+        epochs_done = self.step / self.sampler.batches_per_epoch
+        progress = self.step / self.schedule_steps
         factor = lr_factor(self.lr_policy, epochs_done, self.epochs, self.decay_epochs, progress)
         for phase in self.phases:
             for group in self.optimizers[phase.name].param_groups:
@@ -245,8 +252,12 @@ class GANTrainer:
                 print(f"warning (step {self.step}): {warning}")
         return " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in values.items() if k.startswith("loss/"))
 
-    def _raise_if_diverged(self) -> None:
-        if not bool(self._finite):
+    def _raise_if_diverged(self, check_weights: bool = False) -> None:
+        # Losses are checked at every log; weights too before a checkpoint, so no checkpoint holds NaN.
+        finite = bool(self._finite)
+        if finite and check_weights:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.task.networks.parameters())
+        if not finite:
             latest = list_checkpoints(self.checkpoint_dir)
             kept = f"the last good checkpoint is {latest[-1][1]}" if latest else "no checkpoint had been written yet"
             raise TrainingDiverged(
@@ -278,7 +289,7 @@ class GANTrainer:
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
-        self._raise_if_diverged()
+        self._raise_if_diverged(check_weights=True)
         path = self.checkpoint_dir / f"step_{self.step:08d}.safetensors"
         save_training_checkpoint(
             path,

@@ -15,7 +15,14 @@ from transgan.registry import TASKS
 from transgan.tasks.base import GANTask, Phase, Schedule
 from transgan.tasks.image_pool import ImagePool
 from transgan.tasks.pix2pix import translation_discriminator, translation_generator
-from transgan.tasks.translation import ImageOptions, as_rgb, check_image_options, preprocess_of, required_path
+from transgan.tasks.translation import (
+    ImageOptions,
+    as_rgb,
+    check_image_options,
+    check_input_size,
+    preprocess_of,
+    required_path,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class CycleGANTask(GANTask):
         G_A, G_B = self.networks["G_A"], self.networks["G_B"]
         self.real_A = batch["A"].to(self.device, non_blocking=True)
         self.real_B = batch["B"].to(self.device, non_blocking=True)
+        check_input_size(self.real_A, G_A, self.config.arch)
         self.fake_B = G_A(self.real_A)
         self.rec_A = G_B(self.fake_B)
         self.fake_A = G_B(self.real_B)

@@ -10,10 +10,17 @@ from torch import nn
 
 from transgan.config import option
 from transgan.losses import adversarial_loss, l1_loss
-from transgan.nets import build_network
+from transgan.nets import build_network, network_options
 from transgan.registry import TASKS
 from transgan.tasks.base import GANTask, Phase, Schedule
-from transgan.tasks.translation import ImageOptions, as_rgb, check_image_options, preprocess_of, required_path
+from transgan.tasks.translation import (
+    ImageOptions,
+    as_rgb,
+    check_image_options,
+    check_input_size,
+    preprocess_of,
+    required_path,
+)
 
 
 @dataclass(frozen=True)
@@ -36,16 +43,36 @@ class Pix2PixConfig(ImageOptions):
     lambda_l1: float = option(100.0, "weight of the L1 loss")
 
 
+def _build(arch: str, **options: Any) -> nn.Module:
+    # Families differ in options (mobile_resnet has `channels`, not `ngf`): pass each one only what it takes.
+    accepted = network_options(arch)
+    return build_network(arch, **{key: value for key, value in options.items() if key in accepted})
+
+
 def translation_discriminator(config: Any, input_nc: int) -> nn.Module:
-    options = {"input_nc": input_nc, "ndf": config.ndf, "norm": config.norm, "spectral_norm": config.spectral_norm}
-    if config.netd == "n_layers":
-        options["n_layers"] = config.n_layers_d
-    return build_network(config.netd, init=config.init, init_gain=config.init_gain, **options)
+    return _build(
+        config.netd,
+        input_nc=input_nc,
+        ndf=config.ndf,
+        n_layers=config.n_layers_d,
+        norm=config.norm,
+        spectral_norm=config.spectral_norm,
+        init=config.init,
+        init_gain=config.init_gain,
+    )
 
 
 def translation_generator(config: Any, input_nc: int, output_nc: int) -> nn.Module:
-    options = {"input_nc": input_nc, "output_nc": output_nc, "norm": config.norm, "dropout": config.dropout}
-    return build_network(config.arch, ngf=config.ngf, init=config.init, init_gain=config.init_gain, **options)
+    return _build(
+        config.arch,
+        input_nc=input_nc,
+        output_nc=output_nc,
+        ngf=config.ngf,
+        norm=config.norm,
+        dropout=config.dropout,
+        init=config.init,
+        init_gain=config.init_gain,
+    )
 
 
 @TASKS.register("pix2pix")
@@ -86,6 +113,7 @@ class Pix2PixTask(GANTask):
     def forward(self, batch: dict[str, Any]) -> None:
         self.real_A = batch["A"].to(self.device, non_blocking=True)
         self.real_B = batch["B"].to(self.device, non_blocking=True)
+        check_input_size(self.real_A, self.networks["G"], self.config.arch)
         self.fake_B = self.networks["G"](self.real_A)
 
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -46,3 +46,14 @@ def required_path(value: str, flag: str) -> str:
     if not value:
         raise TransganError(f"{flag} is required: the folder of training images")
     return value
+
+
+def check_input_size(images: torch.Tensor, generator: torch.nn.Module, arch: str) -> None:
+    """Translators need H and W divisible by their size multiple (256 for unet_256); say so, not crash."""
+    multiple = getattr(generator, "size_multiple", 1)
+    height, width = images.shape[-2:]
+    if height % multiple or width % multiple:
+        raise TransganError(
+            f"{arch} needs image sizes divisible by {multiple}, got {height}x{width}; "
+            f"set --crop-size to a multiple of {multiple} or pick another --arch"
+        )

@@ -1,0 +1,90 @@
+"""`transgan generate MODEL --class K --out grid.png|DIR`: samples (or a class interpolation) from a cgan model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transgan.errors import TransganError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def generate_command(
+    model: Annotated[str, typer.Argument(help="model file, run directory or pretrained name (e.g. mnist-cgan)")],
+    out: Annotated[Path, typer.Option("--out", help="a grid image (.png/.jpg) or a folder for one PNG per sample")],
+    classes: Annotated[
+        list[str] | None,
+        typer.Option("--class", help="class name or index; repeat for several (two with --interpolate)"),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="samples per class (default 64), or rows with --interpolate (default 1)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the noise: the same seed gives the same images")] = 0,
+    truncation: Annotated[
+        float | None, typer.Option(help="resample noise beyond this magnitude (e.g. 0.7: less variety, cleaner)")
+    ] = None,
+    interpolate: Annotated[
+        bool, typer.Option("--interpolate", help="walk from the first --class to the second with fixed noise")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="images per interpolation row")] = 8,
+    nrow: Annotated[int | None, typer.Option(help="grid columns (default: 8, or --n with several classes)")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
+) -> None:
+    """Generate images of a class from a trained cgan model (or an unconditional one)."""
+    import torch
+
+    from transgan.models import open_model
+    from transgan.tasks.cgan import class_index, generate
+    from transgan.tasks.cgan import interpolate as interpolate_classes
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_file = open_model(model, device)
+    G, names = model_file.primary, model_file.class_names
+    labels = [class_index(names, value) for value in classes or []]
+    if labels and not names:
+        raise TransganError(f"{model} is an unconditional model: leave out --class")
+    if interpolate:
+        if names and len(labels) != 2:
+            raise TransganError(
+                f"--interpolate needs exactly two --class values; this model's classes: {', '.join(names)}"
+            )
+        rows = n or 1
+        first, second = (labels[0], labels[1]) if names else (None, None)
+        images = interpolate_classes(G, first, second, steps, rows, seed, truncation)
+        columns = steps
+    else:
+        per_class = n or 64
+        images = generate(G, labels or None, per_class, seed, truncation)
+        columns = nrow or (per_class if len(labels) > 1 else min(per_class, 8))
+    written = write_images(images, out, columns, [names[k] for k in labels] if labels and not interpolate else None)
+    typer.echo(f"{len(images)} images written to {written}")
+
+
+def write_images(images, out: Path, columns: int, class_names: list[str] | None) -> Path:
+    """One grid image when `out` has an image suffix, else one PNG per sample inside the folder `out`."""
+    from torchvision.utils import make_grid, save_image
+
+    out = Path(out)
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0), out)
+        return out
+    if out.suffix:
+        raise TransganError(f"--out {out}: use an image name ({', '.join(IMAGE_SUFFIXES)}) or a folder")
+    if out.exists() and not out.is_dir():
+        raise TransganError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    per_class = len(images) // len(class_names) if class_names else len(images)
+    for i, image in enumerate(images):
+        prefix = f"{class_names[i // per_class]}_" if class_names else ""
+        save_image(image, out / f"{prefix}{i % per_class:04d}.png", normalize=True, value_range=(-1, 1))
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add `generate` to the root app."""
+    app.command("generate")(generate_command)

@@ -1,0 +1,1 @@
+"""Index of pretrained models (installed as the package `transgan.pretrained`): index.json + small weights."""

@@ -1,0 +1,266 @@
+"""Inference engines behind one interface: PyTorch eager and ONNX Runtime (TensorRT, CUDA or CPU)."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transgan import __version__
+from transgan.errors import TransganError
+from transgan.export.onnx import export_onnx, model_metadata, pick_generator
+from transgan.models import cache_dir, open_model, resolve_model_path
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ENGINES = ("auto", "torch", "onnx", "tensorrt")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'; 'cuda' without one is a clear error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TransganError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise TransganError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+class Engine:
+    """A generator ready to run: `run(batch)` maps float32 NCHW in [-1, 1] to float32 NCHW in [-1, 1].
+
+    Samplers take `run(noise, labels)` instead. `info` holds the model's metadata: kind ('translator' or
+    'sampler'), arch, task, direction, normalization, size_multiple, input_nc, output_nc, class_names...
+    """
+
+    name = "engine"
+    info: dict[str, Any]
+    device: str
+    precision: str
+
+    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device} ({self.precision})"
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch with channels_last, optional autocast (fp16/bf16) and optional torch.compile."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        info: dict[str, Any],
+        device: str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = True,
+        compile: bool = False,
+    ):
+        if precision not in PRECISIONS:
+            raise TransganError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+        self.info, self.device, self.precision = info, device, precision
+        self.net = net.to(device).eval()
+        # channels_last lets cuDNN/oneDNN pick their NHWC kernels; samplers start from a (N, latent) vector.
+        self.channels_last = channels_last and info["kind"] == "translator"
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.net) if compile else self.net
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=PRECISIONS[self.precision])
+
+    def run_tensor(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Like `run` on tensors that stay on the engine's device (no host round trip)."""
+        batch = batch.to(self.device, torch.float32, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            if self.info["kind"] == "sampler":
+                labels = None if labels is None else labels.to(self.device)
+                output = self.forward(batch, labels)
+            else:
+                output = self.forward(batch)
+        return output.float().contiguous()
+
+    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        labels_t = None if labels is None else torch.as_tensor(labels)
+        return self.run_tensor(torch.as_tensor(batch), labels_t).cpu().numpy()
+
+
+def _tensorrt_loadable() -> bool:
+    """Whether the TensorRT runtime library loads: asking ORT for its EP without it prints a noisy error."""
+    for name in ("libnvinfer.so.10", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    try:
+        import tensorrt  # noqa: F401  (the pip wheel ships the library and loads it on import)
+
+        return True
+    except ImportError:
+        return False
+
+
+def onnx_providers(device: str, tensorrt: bool = False) -> list[Any]:
+    """Execution providers to try for `device`, best first; GPU ones only where a CUDA device exists."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers: list[Any] = []
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if tensorrt and "TensorrtExecutionProvider" in available and _tensorrt_loadable():
+            cache = cache_dir() / "tensorrt"
+            cache.mkdir(parents=True, exist_ok=True)
+            options = {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+            providers.append(("TensorrtExecutionProvider", options))
+        if "CUDAExecutionProvider" in available:
+            providers.append(("CUDAExecutionProvider", {"device_id": index}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime: TensorRT/CUDA with IO binding on GPU, the CPU provider otherwise."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, device: str = "cpu", tensorrt: bool = False, threads: int = 0):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.device = device
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: provider fallbacks are reported by us, once
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        ort.set_default_logger_severity(3)
+        wanted = onnx_providers(device, tensorrt)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise TransganError(f"{self.path}: ONNX Runtime cannot load it ({first_line})") from error
+        self.providers = self.session.get_providers()
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers:
+            raise TransganError(
+                f"--device {device}: ONNX Runtime's CUDA provider did not start (onnxruntime-gpu, CUDA and cuDNN "
+                "versions must match); use --device cpu or --engine torch"
+            )
+        self.name = "tensorrt" if self.providers[0] == "TensorrtExecutionProvider" else "onnx"
+        self.info = read_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.precision = self.info.get("precision", "fp32")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.providers[0]}) on {self.device} ({self.precision})"
+
+    def _feeds(self, batch: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {self.input_names[0]: np.ascontiguousarray(batch, dtype=np.float32)}
+        if len(self.input_names) > 1:
+            if labels is None:
+                raise TransganError(f"{self.path}: this generator is class-conditional: pass class labels")
+            feeds[self.input_names[1]] = np.ascontiguousarray(labels, dtype=np.int64)
+        return feeds
+
+    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        feeds = self._feeds(batch, labels)
+        if not self.device.startswith("cuda"):
+            return self.session.run([self.output_name], feeds)[0]
+        # IO binding: inputs are copied to the GPU once and the output stays there until the single copy back.
+        binding = self.session.io_binding()
+        index = int(self.device.split(":")[1]) if ":" in self.device else 0
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output(self.output_name, "cuda", index)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def run_tensor(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """CUDA tensors in, CUDA tensor out, bound by pointer: no host copies at all (GPU only)."""
+        if not self.device.startswith("cuda"):
+            labels_np = None if labels is None else labels.cpu().numpy()
+            return torch.from_numpy(self.run(batch.cpu().numpy(), labels_np))
+        batch = batch.to(self.device, torch.float32).contiguous()
+        binding = self.session.io_binding()
+        index = batch.device.index or 0
+        binding.bind_input(self.input_names[0], "cuda", index, np.float32, list(batch.shape), batch.data_ptr())
+        if labels is not None and len(self.input_names) > 1:
+            labels = labels.to(self.device, torch.int64).contiguous()
+            binding.bind_input(self.input_names[1], "cuda", index, np.int64, list(labels.shape), labels.data_ptr())
+        binding.bind_output(self.output_name, "cuda", index)
+        self.session.run_with_iobinding(binding)
+        return torch.from_dlpack(binding.get_outputs()[0])
+
+
+def read_onnx_metadata(props: dict[str, str], source: Path | str) -> dict[str, Any]:
+    """The transgan metadata written by `export_onnx`; a clear error for foreign ONNX files."""
+    if "transgan" not in props:
+        raise TransganError(f"{source}: an ONNX file without transgan metadata; export it with `transgan export`")
+    return json.loads(props["transgan"])
+
+
+def exported_onnx(model_spec: str | Path, direction: str | None) -> Path:
+    """An ONNX export of a model file, cached by file content so the slow export runs once per model."""
+    path = resolve_model_path(model_spec)
+    # The transgan version is part of the key: a newer exporter may write a better graph.
+    digest = hashlib.sha256(path.read_bytes() + __version__.encode()).hexdigest()[:16]
+    cached = cache_dir() / "onnx" / f"{path.stem}-{digest}-{direction or 'default'}.onnx"
+    if not cached.is_file():
+        export_onnx(path, cached, direction=direction)
+    return cached
+
+
+def open_engine(
+    model_spec: str | Path,
+    engine: str = "auto",
+    device: str = "auto",
+    precision: str = "fp32",
+    direction: str | None = None,
+    compile: bool = False,
+    threads: int = 0,
+) -> Engine:
+    """An engine for MODEL (run dir, .safetensors, pretrained name or an exported .onnx file).
+
+    engine 'auto' runs an .onnx file with ONNX Runtime and anything else with PyTorch; 'onnx' on a model
+    file exports it first (cached). 'tensorrt' is ONNX Runtime with the TensorRT provider first (GPU).
+    """
+    if engine not in ENGINES:
+        raise TransganError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
+    device = resolve_device(device)
+    is_onnx = Path(model_spec).suffix.lower() == ".onnx"
+    if is_onnx and not Path(model_spec).is_file():
+        raise TransganError(f"{model_spec}: no such file")
+    if engine == "auto":
+        engine = "onnx" if is_onnx else "torch"
+    if engine == "torch":
+        if is_onnx:
+            raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not torch")
+        model = open_model(model_spec)
+        net, direction = pick_generator(model, direction)
+        return TorchEngine(net, model_metadata(model, net, direction), device, precision, compile=compile)
+    path = Path(model_spec) if is_onnx else exported_onnx(model_spec, direction)
+    result = OnnxEngine(path, device, tensorrt=engine == "tensorrt", threads=threads)
+    if is_onnx and direction is not None and result.info.get("direction") not in (None, direction):
+        raise TransganError(f"{model_spec} translates {result.info['direction']}, not {direction}")
+    if precision != "fp32" and result.precision != precision:
+        raise TransganError(
+            f"--precision {precision}: this ONNX file is {result.precision}; export one with "
+            f"`transgan export MODEL OUT.onnx{' --fp16' if precision == 'fp16' else ''}`"
+        )
+    return result

@@ -1,0 +1,243 @@
+"""Batch folder translation: threaded decode, batched model, threaded encode, all overlapping."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from transgan.errors import TransganError
+from transgan.inference.engines import Engine
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass
+class TranslateSummary:
+    """What a folder run did: files written, skipped (output exists) and unreadable (with the reason)."""
+
+    translated: int = 0
+    skipped_existing: int = 0
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.translated / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Job:
+    """One image on its way through the pipeline."""
+
+    source: Path
+    target: Path
+    pixels: np.ndarray | None = None  # H x W x C uint8 after decode (padded before the model)
+    source_size: tuple[int, int] = (0, 0)  # H, W before padding: the output is cropped back to it
+    error: str | None = None
+
+
+def check_folders(input_dir: Path, output_dir: Path) -> None:
+    """Refuse output folders that could overwrite inputs or be read back as inputs."""
+    if not input_dir.is_dir():
+        raise TransganError(f"{input_dir}: no such folder")
+    source, target = input_dir.resolve(), output_dir.resolve()
+    if target == source or source in target.parents:
+        raise TransganError(f"{output_dir}: the output folder must be outside the input folder {input_dir}")
+    if target in source.parents:
+        # Outputs land at OUTPUT/<relative path>, which can fall inside INPUT and replace its files.
+        raise TransganError(f"{output_dir}: the output folder must not contain the input folder {input_dir}")
+
+
+def list_images(input_dir: Path) -> list[Path]:
+    """Image files under `input_dir` (recursively, hidden files left out), sorted."""
+    found = [
+        path
+        for path in input_dir.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+    ]
+    if not found:
+        raise TransganError(f"{input_dir}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return sorted(found)
+
+
+def decode(path: Path, channels: int, resize: int | None) -> np.ndarray:
+    """H x W x channels uint8; EXIF rotation applied, 16-bit scaled, alpha dropped, optional shorter side N."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: PIL's convert('L') clips at 255 instead of scaling, so scale here.
+            wide = np.asarray(image, dtype=np.float32)
+            image = Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8))
+        image = image.convert("L" if channels == 1 else "RGB")
+        if resize:
+            scale = resize / min(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        pixels = np.asarray(image)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad bottom and right up to the network's size multiple (edge-pad where reflect cannot)."""
+    height, width = pixels.shape[:2]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return pixels
+    mode = "reflect" if pad_h < height and pad_w < width else "edge"
+    return np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+def encode(pixels: np.ndarray, target: Path) -> None:
+    """Write atomically: an interrupted run leaves no half-written file that a rerun would skip."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    image_format = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+    partial = target.with_name(f".{target.name}.partial")
+    options = {"quality": 95} if image_format == "JPEG" else {}
+    image.save(partial, format=image_format, **options)
+    os.replace(partial, target)
+
+
+def to_network(batch: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """N x H x W x C uint8 -> N x C x H x W float32 scaled like the training data."""
+    scaled = batch.astype(np.float32) * np.float32(1 / 255)
+    return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))
+
+
+def from_network(output: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """N x C x H x W float in network range -> N x H x W x C uint8."""
+    pixels = (output * std + mean) * 255 + 0.5
+    return np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def translate_folder(
+    engine: Engine,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    batch_size: int = 8,
+    resize: int | None = None,
+    overwrite: bool = False,
+    png: bool = False,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> TranslateSummary:
+    """Translate every image under `input_dir` into `output_dir`, keeping relative paths and file names.
+
+    Decoding and encoding run in thread pools while the model works on the previous batch. Images of
+    different sizes are padded to the network's size multiple, grouped by padded size, and cropped back.
+    `on_progress(done, total)` is called after each image; `on_warning(line)` for each unreadable file.
+    """
+    info = engine.info
+    if info.get("kind") != "translator":
+        raise TransganError(f"this model is a {info.get('kind')}, not a translator: use `transgan generate`")
+    if batch_size < 1:
+        raise TransganError(f"--batch-size {batch_size}: must be at least 1")
+    if resize is not None and resize < 1:
+        raise TransganError(f"--resize {resize}: must be a positive number of pixels")
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    check_folders(input_dir, output_dir)
+    summary = TranslateSummary()
+    jobs = []
+    for source in list_images(input_dir):
+        target = output_dir / source.relative_to(input_dir)
+        target = target.with_suffix(".png") if png else target
+        if target.exists() and not overwrite:
+            summary.skipped_existing += 1
+        else:
+            jobs.append(Job(source, target))
+    total = len(jobs)
+    start = time.perf_counter()
+    done = 0
+
+    def finished(job: Job) -> None:
+        nonlocal done
+        done += 1
+        if job.error is not None:
+            summary.unreadable.append((job.source, job.error))
+            if on_warning:
+                on_warning(f"skipped unreadable image {job.source}: {job.error}")
+        if on_progress:
+            on_progress(done, total)
+
+    with ThreadPoolExecutor(workers, "decode") as decoders, ThreadPoolExecutor(workers, "encode") as encoders:
+        pending: deque[tuple[Future, Job]] = deque()
+        for batch in _batches(_decoded(jobs, decoders, info["input_nc"], resize, batch_size), info, batch_size):
+            for job in batch:
+                if job.error is not None:
+                    finished(job)
+            good = [job for job in batch if job.error is None]
+            if not good:
+                continue
+            for job, pixels in zip(good, _translate_batch(engine, good)):
+                job.pixels = None
+                pending.append((encoders.submit(encode, pixels, job.target), job))
+            # Drain finished writes so progress follows the files on disk and memory stays bounded.
+            while pending and (pending[0][0].done() or len(pending) > 4 * batch_size):
+                _finish_write(*pending.popleft(), finished)
+        while pending:
+            _finish_write(*pending.popleft(), finished)
+    summary.translated = total - len(summary.unreadable)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _finish_write(future: Future, job: Job, finished: Callable[[Job], None]) -> None:
+    try:
+        future.result()
+    except OSError as error:
+        raise TransganError(f"{job.target}: cannot write the output ({error})") from error
+    finished(job)
+
+
+def _decoded(jobs: list[Job], pool: ThreadPoolExecutor, channels: int, resize: int | None, ahead: int) -> Iterator[Job]:
+    """Jobs in order with pixels filled in, decoding up to 2 * `ahead` images in advance."""
+
+    def work(job: Job) -> Job:
+        try:
+            job.pixels = decode(job.source, channels, resize)
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+            job.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return job
+
+    window: deque[Future] = deque()
+    for job in jobs:
+        window.append(pool.submit(work, job))
+        if len(window) >= 2 * ahead:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
+
+
+def _batches(jobs: Iterator[Job], info: dict, batch_size: int) -> Iterator[list[Job]]:
+    """Lists of jobs whose padded images share one size (failed jobs pass through alone)."""
+    multiple = int(info.get("size_multiple") or 1)
+    groups: dict[tuple[int, ...], list[Job]] = {}
+    for job in jobs:
+        if job.error is not None:
+            yield [job]
+            continue
+        job.source_size = job.pixels.shape[:2]
+        job.pixels = pad_to_multiple(job.pixels, multiple)
+        group = groups.setdefault(job.pixels.shape, [])
+        group.append(job)
+        if len(group) == batch_size:
+            yield groups.pop(job.pixels.shape)
+    yield from groups.values()
+
+
+def _translate_batch(engine: Engine, batch: list[Job]) -> list[np.ndarray]:
+    normalization = engine.info.get("normalization") or {"mean": 0.5, "std": 0.5}
+    mean, std = float(normalization["mean"]), float(normalization["std"])
+    output = engine.run(to_network(np.stack([job.pixels for job in batch]), mean, std))
+    pixels = from_network(output, mean, std)
+    # Crop the padding back off: outputs have the input's size.
+    return [image[: job.source_size[0], : job.source_size[1]] for image, job in zip(pixels, batch)]

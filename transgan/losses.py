@@ -1,0 +1,155 @@
+"""Pure loss functions: adversarial losses (registered by name), gradient penalty, R1, L1/cycle/identity."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transgan.errors import TransganError
+from transgan.registry import LOSSES
+
+# Every adversarial loss averages over all prediction elements, so a PatchGAN map (N, 1, H, W) and plain
+# logits (N,) are treated alike, as the reference GANLoss does. Predictions are cast to float32 first so
+# the loss stays accurate under autocast (fp16/bf16 logits lose precision in softplus and squares).
+
+
+def _no_label_smoothing(name: str, real_label: float) -> None:
+    # Hinge and Wasserstein losses have no target value to soften: refuse rather than silently ignore.
+    if real_label != 1.0:
+        raise TransganError(f"adversarial loss '{name}' has no real label to smooth; use real_label=1.0")
+
+
+@LOSSES.register("vanilla")
+class VanillaLoss:
+    """The reference GANLoss('vanilla'): binary cross-entropy on logits against targets 1 (real) and 0 (fake)."""
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        loss_real = F.binary_cross_entropy_with_logits(real_pred, torch.full_like(real_pred, real_label))
+        loss_fake = F.binary_cross_entropy_with_logits(fake_pred, torch.zeros_like(fake_pred))
+        return loss_real, loss_fake
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        fake_pred = fake_pred.float()
+        return F.binary_cross_entropy_with_logits(fake_pred, torch.ones_like(fake_pred))
+
+
+@LOSSES.register("nonsaturating")
+class NonSaturatingLoss:
+    """The StyleGAN softplus form: D minimises softplus(-D(x)) + softplus(D(G(z))), G minimises softplus(-D(G(z)))."""
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        # With a smoothed target t the real term is the cross-entropy t*softplus(-x) + (1-t)*softplus(x).
+        loss_real = real_label * F.softplus(-real_pred) + (1.0 - real_label) * F.softplus(real_pred)
+        return loss_real.mean(), F.softplus(fake_pred).mean()
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        return F.softplus(-fake_pred.float()).mean()
+
+
+@LOSSES.register("minimax")
+class MinimaxLoss(NonSaturatingLoss):
+    """The original saturating game: D as 'nonsaturating', G minimises log(1 - sigmoid(D(G(z)))) = -softplus(D(G(z)))."""
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        return -F.softplus(fake_pred.float()).mean()
+
+
+@LOSSES.register("lsgan")
+class LeastSquaresLoss:
+    """The reference GANLoss('lsgan'): mean squared error against targets 1 (real) and 0 (fake)."""
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        loss_real = F.mse_loss(real_pred, torch.full_like(real_pred, real_label))
+        loss_fake = F.mse_loss(fake_pred, torch.zeros_like(fake_pred))
+        return loss_real, loss_fake
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        fake_pred = fake_pred.float()
+        return F.mse_loss(fake_pred, torch.ones_like(fake_pred))
+
+
+@LOSSES.register("hinge")
+class HingeLoss:
+    """Hinge loss (SAGAN, BigGAN): D minimises relu(1 - D(x)) + relu(1 + D(G(z))), G minimises -D(G(z)).
+
+    `real_label` other than 1.0 raises: there is no target to smooth.
+    """
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        _no_label_smoothing("hinge", real_label)
+        return F.relu(1.0 - real_pred.float()).mean(), F.relu(1.0 + fake_pred.float()).mean()
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        return -fake_pred.float().mean()
+
+
+@LOSSES.register("wasserstein")
+class WassersteinLoss:
+    """WGAN critic loss: D minimises D(G(z)) - D(x), G minimises -D(G(z)); pair it with gradient_penalty.
+
+    `real_label` other than 1.0 raises: there is no target to smooth.
+    """
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        _no_label_smoothing("wasserstein", real_label)
+        return -real_pred.float().mean(), fake_pred.float().mean()
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        return -fake_pred.float().mean()
+
+
+def adversarial_loss(name: str) -> Any:
+    """The adversarial loss registered as `name` (an object with .discriminator and .generator)."""
+    obj = LOSSES.get(name)  # unknown names raise one line listing the known ones
+    # Built-ins register their class; a plugin may register a ready instance.
+    return obj() if inspect.isclass(obj) else obj
+
+
+def gradient_penalty(D: nn.Module, real: Tensor, fake: Tensor, *extra_inputs: Any, center: float = 1.0) -> Tensor:
+    """WGAN-GP: mean over the batch of (||grad_x D(x_hat)|| - center)^2 at random interpolates x_hat.
+
+    `extra_inputs` (labels, conditions) are passed to D after the image. The graph is kept so the penalty
+    trains D; the caller multiplies it by its weight (lambda, 10 in the paper). center=0 gives the
+    zero-centred variant.
+    """
+    real, fake = real.detach(), fake.detach()
+    # One mixing weight per sample, broadcast over channels and pixels.
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    interpolates = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
+    pred = D(interpolates, *extra_inputs)
+    (grad,) = torch.autograd.grad(pred.float().sum(), interpolates, create_graph=True)
+    grad_norm = grad.float().flatten(1).norm(2, dim=1)
+    return ((grad_norm - center) ** 2).mean()
+
+
+def r1_penalty(real_pred: Tensor, real_images: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): 0.5 * mean over the batch of ||grad_x D(x)||^2 on real images.
+
+    `real_images` must have had requires_grad set before D was run on them; the caller weighs it (gamma).
+    """
+    if not real_images.requires_grad:
+        raise ValueError("r1_penalty: call real_images.requires_grad_(True) before running D on them")
+    (grad,) = torch.autograd.grad(real_pred.float().sum(), real_images, create_graph=True)
+    return 0.5 * grad.float().flatten(1).pow(2).sum(dim=1).mean()
+
+
+def l1_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Mean absolute difference (Pix2Pix's reconstruction term)."""
+    return (a.float() - b.float()).abs().mean()
+
+
+def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
+    """CycleGAN's cycle-consistency term: L1 between G_BA(G_AB(A)) and A."""
+    return l1_loss(reconstructed, original)
+
+
+def identity_loss(same: Tensor, original: Tensor) -> Tensor:
+    """CycleGAN's identity term: L1 between G_AB(B) and B."""
+    return l1_loss(same, original)

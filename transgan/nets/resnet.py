@@ -1,0 +1,137 @@
+"""ResNet translator (CycleGAN's generator), laid out like the reference so its state dicts load directly."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transgan.nets.layers import init_weights, norm_layer, padding_layer, use_bias
+from transgan.registry import NETWORKS
+
+
+class ResnetBlock(nn.Module):
+    """x + conv_block(x): pad, conv3x3, norm, ReLU, [Dropout], pad, conv3x3, norm."""
+
+    def __init__(self, dim: int, padding: str, norm: str, dropout: bool):
+        super().__init__()
+        bias = use_bias(norm)
+        make_norm = norm_layer(norm)
+        # With 'zero' padding the conv pads itself and there is no pad module, as in the reference.
+        conv_padding = 1 if padding == "zero" else 0
+        block: list[nn.Module] = [
+            *padding_layer(padding, 1),
+            nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=bias),
+            make_norm(dim),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            block.append(nn.Dropout(0.5))
+        block += [
+            *padding_layer(padding, 1),
+            nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=bias),
+            make_norm(dim),
+        ]
+        self.conv_block = nn.Sequential(*block)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, two stride-2 downsamplings, `n_blocks` residual blocks, two upsamplings, c7s1-output, tanh.
+
+    Input height and width must be multiples of 4 (two stride-2 stages), see `size_multiple`.
+    """
+
+    size_multiple = 4
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        norm: str = "instance",
+        dropout: bool = False,
+        n_blocks: int = 9,
+        padding: str = "reflect",
+    ):
+        super().__init__()
+        bias = use_bias(norm)
+        make_norm = norm_layer(norm)
+        padding_layer(padding, 1)  # validates the option before anything is built
+        model: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=bias),
+            make_norm(ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(2):
+            channels = ngf * 2**i
+            model += [
+                nn.Conv2d(channels, channels * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                make_norm(channels * 2),
+                nn.ReLU(True),
+            ]
+        model += [ResnetBlock(ngf * 4, padding, norm, dropout) for _ in range(n_blocks)]
+        for i in range(2):
+            channels = ngf * 2 ** (2 - i)
+            model += [
+                nn.ConvTranspose2d(
+                    channels, channels // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                make_norm(channels // 2),
+                nn.ReLU(True),
+            ]
+        # The last conv always has a bias: no norm follows it.
+        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@NETWORKS.register("resnet", role="translator", family="resnet")
+def resnet(
+    input_nc: int = 3,
+    output_nc: int = 3,
+    ngf: int = 64,
+    norm: str = "instance",
+    dropout: bool = False,
+    n_blocks: int = 9,
+    padding: str = "reflect",
+    init: str = "normal",
+    init_gain: float = 0.02,
+) -> ResnetGenerator:
+    """ResNet translator with `n_blocks` residual blocks."""
+    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks, padding)
+    return init_weights(net, init, init_gain)
+
+
+@NETWORKS.register("resnet_9blocks", role="translator", family="resnet")
+def resnet_9blocks(
+    input_nc: int = 3,
+    output_nc: int = 3,
+    ngf: int = 64,
+    norm: str = "instance",
+    dropout: bool = False,
+    padding: str = "reflect",
+    init: str = "normal",
+    init_gain: float = 0.02,
+) -> ResnetGenerator:
+    """The CycleGAN generator for 256x256 images (9 residual blocks)."""
+    return resnet(input_nc, output_nc, ngf, norm, dropout, 9, padding, init, init_gain)
+
+
+@NETWORKS.register("resnet_6blocks", role="translator", family="resnet")
+def resnet_6blocks(
+    input_nc: int = 3,
+    output_nc: int = 3,
+    ngf: int = 64,
+    norm: str = "instance",
+    dropout: bool = False,
+    padding: str = "reflect",
+    init: str = "normal",
+    init_gain: float = 0.02,
+) -> ResnetGenerator:
+    """The CycleGAN generator for 128x128 images (6 residual blocks)."""
+    return resnet(input_nc, output_nc, ngf, norm, dropout, 6, padding, init, init_gain)

@@ -1,0 +1,310 @@
+"""Class-conditional and unconditional image generation (cDCGAN, CBN + projection, ACGAN, InfoGAN, WGAN-GP)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transgan.config import option
+from transgan.errors import TransganError
+from transgan.losses import adversarial_loss, gradient_penalty
+from transgan.nets import build_network
+from transgan.registry import TASKS
+from transgan.tasks.base import GANTask, Phase, Schedule
+
+# --arch -> (generator, discriminator) registered network names.
+ARCHS = {"cbn": ("cbn_generator", "projection_discriminator"), "dcgan": ("dcgan_generator", "dcgan_discriminator")}
+# Loss names of this task -> the registered adversarial loss; wgan-gp adds the gradient penalty.
+LOSS_ALIASES = {"wgan-gp": "wasserstein", "wgan": "wasserstein"}
+GRID_SAMPLES = 64  # sample grids show 8 rows of 8, classes cycling along each row
+
+
+@dataclass(frozen=True)
+class CGANConfig:
+    """Generation options; `auto` values follow the chosen --loss (WGAN-GP: n_critic 5, critic without BN)."""
+
+    data: str = option("", "folder of class sub-folders, a .zip of them, or a folder with MNIST idx files")
+    split: str = option("", "sub-folder / zip prefix / idx prefix to use (e.g. train); empty: the only one")
+    start: int = option(0, "MNIST idx data: first image to use")
+    stop: int = option(0, "MNIST idx data: stop before this image (0: the end)")
+    image_size: int = option(32, "square output size: a power of two times 3..8 (28, 32, 64, 128 ...)")
+    channels: int = option(0, "1 or 3; 0: from the data")
+    flip: bool = option(False, "random horizontal flips (not for digits or text)")
+    conditional: bool = option(True, "condition on the class labels; --no-conditional trains an unconditional model")
+    arch: str = option("cbn", "cbn (conditional BN G + spectral-norm projection D) or dcgan (classic cDCGAN)")
+    loss: str = option("hinge", "hinge, wgan-gp, vanilla, nonsaturating, lsgan, minimax, wasserstein")
+    latent_dim: int = option(128, "size of z (InfoGAN codes included)")
+    ngf: int = option(64, "generator width")
+    ndf: int = option(64, "discriminator width")
+    embed_dim: int = option(50, "dcgan: size of the label embedding concatenated to z")
+    d_norm: str = option("auto", "dcgan discriminator norm: batch, instance, none; auto: none for wgan-gp")
+    n_critic: int = option(0, "discriminator steps per generator step; 0: 5 for wgan-gp, else 1")
+    gp_weight: float = option(10.0, "gradient penalty weight (lambda) of wgan-gp")
+    projection: bool = option(True, "cbn: projection head in D (--no-projection with --aux-weight gives ACGAN)")
+    aux_weight: float = option(0.0, "cbn: weight of the ACGAN auxiliary classifier loss; 0 disables it")
+    info_categorical: int = option(0, "cbn: InfoGAN categorical code size (0: none)")
+    info_continuous: int = option(0, "cbn: InfoGAN continuous codes (0: none)")
+    info_weight: float = option(1.0, "weight of the InfoGAN mutual-information loss")
+    real_label: float = option(1.0, "target for real images (vanilla/lsgan; below 1: one-sided smoothing)")
+
+
+def loss_name(config: CGANConfig) -> str:
+    return LOSS_ALIASES.get(config.loss, config.loss)
+
+
+def uses_gp(config: CGANConfig) -> bool:
+    return config.loss == "wgan-gp"
+
+
+def check_config(config: CGANConfig) -> None:
+    if config.arch not in ARCHS:
+        raise TransganError(f"--arch {config.arch}: unknown; use one of {', '.join(ARCHS)}")
+    adversarial_loss(loss_name(config))  # unknown names raise one line listing the known ones
+    uses_heads = config.aux_weight > 0 or config.info_categorical or config.info_continuous
+    if config.arch != "cbn" and uses_heads:
+        raise TransganError("--aux-weight and --info-* (ACGAN, InfoGAN) need --arch cbn")
+    if config.aux_weight > 0 and not config.conditional:
+        raise TransganError("--aux-weight (ACGAN) needs class labels; drop --no-conditional")
+    if config.n_critic < 0:
+        raise TransganError(f"--n-critic {config.n_critic}: must be 1 or more (0: the loss's default)")
+    if config.channels not in (0, 1, 3):
+        raise TransganError(f"--channels {config.channels}: use 1 or 3 (0 takes it from the data)")
+
+
+@TASKS.register("cgan")
+class CGANTask(GANTask):
+    """Class-conditional or unconditional image generation (cgan: CBN + projection D, cDCGAN, WGAN-GP)."""
+
+    name = "cgan"
+    config_class = CGANConfig
+    schedule = Schedule(epochs=100)
+
+    @classmethod
+    def build_dataset(cls, config: CGANConfig):
+        from transgan.data.classes import class_dataset
+
+        check_config(config)
+        if not config.data:
+            raise TransganError("--data is required: a folder of class sub-folders, a .zip, or an MNIST idx folder")
+        dataset = class_dataset(
+            config.data,
+            config.image_size,
+            channels=config.channels or None,
+            split=config.split or None,
+            flip=config.flip,
+            start=config.start,
+            stop=config.stop or None,
+        )
+        if len(dataset) == 0:
+            raise TransganError(f"{config.data}: no images selected (check --start/--stop/--split)")
+        return dataset
+
+    def __init__(self, config: CGANConfig, dataset):
+        super().__init__(config, dataset)
+        check_config(config)
+        self.class_names = list(dataset.class_names) if config.conditional else []
+        self.num_classes = len(self.class_names)
+        channels, size = dataset.channels, config.image_size
+        g_name, d_name = ARCHS[config.arch]
+        codes = {"info_categorical": config.info_categorical, "info_continuous": config.info_continuous}
+        shared = {"num_classes": self.num_classes, "image_size": size, "channels": channels}
+        if config.arch == "dcgan":
+            d_norm = config.d_norm if config.d_norm != "auto" else ("none" if uses_gp(config) else "batch")
+            if uses_gp(config) and d_norm == "batch":
+                raise TransganError("--loss wgan-gp needs a critic without batch norm: use --d-norm none or instance")
+            self.networks["G"] = build_network(
+                g_name, latent_dim=config.latent_dim, ngf=config.ngf, embed_dim=config.embed_dim, **codes, **shared
+            )
+            self.networks["D"] = build_network(d_name, ndf=config.ndf, norm=d_norm, **shared)
+        else:
+            self.networks["G"] = build_network(g_name, latent_dim=config.latent_dim, ngf=config.ngf, **codes, **shared)
+            aux = self.num_classes if config.aux_weight > 0 else 0
+            self.networks["D"] = build_network(
+                d_name, ndf=config.ndf, projection=config.projection, aux_classes=aux, **codes, **shared
+            )
+        self.gan_loss = adversarial_loss(loss_name(config))
+        self.n_critic = config.n_critic or (5 if uses_gp(config) else 1)
+        # Fixed inputs for the sample grids, so successive grids show the same samples evolving.
+        generator = torch.Generator().manual_seed(1234)
+        self.fixed_z = self.networks["G"].sample_latent(GRID_SAMPLES, generator)
+        self.fixed_labels = torch.arange(GRID_SAMPLES) % max(self.num_classes, 1)
+
+    def default_optimizer(self) -> dict[str, Any]:
+        if uses_gp(self.config):  # Gulrajani et al.
+            return {"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9}
+        if self.config.arch == "dcgan":  # Radford et al.
+            return {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999}
+        # TTUR (Heusel et al.): D learns faster than G; beta1 0 as in SNGAN/BigGAN.
+        return {"lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999}
+
+    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+        return [
+            Phase("D", ["D"], self.loss_D, lr_d, betas),
+            Phase("G", ["G"], self.loss_G, lr_g, betas, frozen=["D"], interval=self.n_critic),
+        ]
+
+    # -- one step -----------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> None:
+        self.real = batch["image"].to(self.device, non_blocking=True)
+        # Fakes use the batch's own labels: D compares real and fake of the same class mix, and the
+        # gradient penalty's interpolates have one meaningful label each.
+        self.labels = batch["label"].to(self.device).long() if self.num_classes else None
+        self.z = self.networks["G"].sample_latent(self.real.shape[0]).to(self.device)
+        self.fake = self.networks["G"](self.z, self.labels)
+
+    def _heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logit and its shared features (for the ACGAN and InfoGAN heads)."""
+        D = self.networks["D"]
+        if hasattr(D, "features"):
+            h = D.features(images)
+            return D.score(h, self.labels), h
+        return D(images, self.labels), images
+
+    def _info_loss(self, h: torch.Tensor) -> torch.Tensor:
+        """InfoGAN's mutual-information lower bound (negated): cross-entropy + Gaussian fit of the codes."""
+        config, D = self.config, self.networks["D"]
+        predicted = D.codes(h).float()
+        loss = torch.zeros((), device=h.device)
+        if config.info_categorical:
+            target = self.z[:, : config.info_categorical].argmax(1)
+            loss = loss + F.cross_entropy(predicted[:, : config.info_categorical], target)
+        if config.info_continuous:
+            # Unit-variance Gaussian: the log-likelihood is a squared error up to a constant.
+            codes = slice(config.info_categorical, config.info_categorical + config.info_continuous)
+            loss = loss + 0.5 * F.mse_loss(predicted[:, codes], self.z[:, codes].float())
+        return loss * config.info_weight
+
+    def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        config, D = self.config, self.networks["D"]
+        fake = self.fake.detach()
+        pred_real, h_real = self._heads(self.real)
+        pred_fake, h_fake = self._heads(fake)
+        loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, config.real_label)
+        loss = loss_real + loss_fake
+        metrics = {"D/real": pred_real.detach().float().mean(), "D/fake": pred_fake.detach().float().mean()}
+        if uses_gp(config):
+            penalty = gradient_penalty(D, self.real, fake, *([self.labels] if self.num_classes else []))
+            loss = loss + config.gp_weight * penalty
+            metrics["D/gp"] = penalty.detach()
+        if config.aux_weight > 0:
+            # ACGAN: the classifier learns the class of real and of generated images.
+            aux_real = F.cross_entropy(D.classify(h_real).float(), self.labels)
+            aux_fake = F.cross_entropy(D.classify(h_fake).float(), self.labels)
+            loss = loss + config.aux_weight * (aux_real + aux_fake)
+            metrics["D/aux"] = aux_real.detach()
+        if config.info_categorical or config.info_continuous:
+            info = self._info_loss(h_fake)
+            loss = loss + info
+            metrics["D/info"] = info.detach()
+        return loss, metrics
+
+    def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        config, D = self.config, self.networks["D"]
+        pred_fake, h_fake = self._heads(self.fake)
+        loss_gan = self.gan_loss.generator(pred_fake)
+        loss, metrics = loss_gan, {"G/gan": loss_gan.detach()}
+        if config.aux_weight > 0:
+            aux = F.cross_entropy(D.classify(h_fake).float(), self.labels)
+            loss = loss + config.aux_weight * aux
+            metrics["G/aux"] = aux.detach()
+        if config.info_categorical or config.info_continuous:
+            info = self._info_loss(h_fake)
+            loss = loss + info
+            metrics["G/info"] = info.detach()
+        if self.real.shape[0] > 1:
+            # Spread of fakes over spread of reals across the batch; health.py warns on mode collapse.
+            spread_fake = self.fake.detach().float().std(0).mean()
+            spread_real = self.real.float().std(0).mean().clamp(min=1e-8)
+            metrics["health/diversity"] = spread_fake / spread_real
+        return loss, metrics
+
+    # -- outputs ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        # 64 fixed samples; the trainer lays them out in rows of 8 (the size of its fixed batch).
+        labels = self.fixed_labels.to(self.device) if self.num_classes else None
+        images = networks["G"](self.fixed_z.to(self.device), labels)
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    def model_file_kwargs(self) -> dict[str, Any]:
+        G = self.networks["G"]
+        return {
+            "class_names": self.class_names,
+            "extra": {
+                "latent_dim": G.latent_dim,
+                "image_size": G.image_size,
+                "channels": G.channels,
+                "num_classes": self.num_classes,
+                "info_categorical": G.info_categorical,
+                "info_continuous": G.info_continuous,
+            },
+        }
+
+    def inference_networks(self) -> list[str]:
+        return ["G"]
+
+
+# -- using a trained model (what `transgan generate` calls) -------------------------------------------
+def class_index(class_names: list[str], name_or_index: str | int) -> int:
+    """The index of a class given by name or by number; unknown ones raise an error listing the classes."""
+    value = str(name_or_index)
+    if value in class_names:
+        return class_names.index(value)
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(class_names):
+        return int(value)
+    known = ", ".join(class_names) if class_names else "none (an unconditional model: leave out --class)"
+    raise TransganError(f"class '{value}' is not in this model; its classes: {known}")
+
+
+def generator_of(G: nn.Module) -> nn.Module:
+    if not hasattr(G, "sample_latent"):
+        raise TransganError(f"this model's network ({type(G).__name__}) is not a sampler; use a model of task 'cgan'")
+    return G
+
+
+@torch.no_grad()
+def generate(
+    G: nn.Module, labels: list[int] | None, n: int, seed: int = 0, truncation: float | None = None
+) -> torch.Tensor:
+    """`n` images (in [-1, 1]) for each label in `labels` (class-major order); labels None: `n` unconditional."""
+    G = generator_of(G)
+    if n < 1:
+        raise TransganError(f"--n {n}: must be at least 1")
+    if G.num_classes and not labels:
+        raise TransganError("this model is class-conditional: pass --class NAME_OR_INDEX")
+    device = next(G.parameters()).device
+    z = G.sample_latent(n * max(len(labels or []), 1), torch.Generator().manual_seed(seed), truncation)
+    y = torch.tensor(labels).repeat_interleave(n) if G.num_classes else None
+    return G(z.to(device), None if y is None else y.to(device)).float().cpu()
+
+
+@torch.no_grad()
+def interpolate(
+    G: nn.Module,
+    first: int | None,
+    second: int | None,
+    steps: int,
+    rows: int = 1,
+    seed: int = 0,
+    truncation: float | None = None,
+) -> torch.Tensor:
+    """rows x steps images walking from class `first` to `second` with fixed noise (conditional models), or
+    from one noise vector to another (unconditional models, first/second None)."""
+    G = generator_of(G)
+    if steps < 2:
+        raise TransganError(f"--steps {steps}: an interpolation needs at least 2 steps")
+    device = next(G.parameters()).device
+    t = torch.linspace(0, 1, steps)
+    generator = torch.Generator().manual_seed(seed)
+    if G.num_classes:
+        z = G.sample_latent(rows, generator, truncation).repeat_interleave(steps, 0)
+        eye = torch.eye(G.num_classes)
+        mix = (1 - t)[:, None] * eye[first] + t[:, None] * eye[second]
+        return G(z.to(device), mix.repeat(rows, 1).to(device)).float().cpu()
+    start, end = G.sample_latent(rows, generator, truncation), G.sample_latent(rows, generator, truncation)
+    z = start[:, None] + t[None, :, None] * (end - start)[:, None]
+    return G(z.flatten(0, 1).to(device)).float().cpu()
