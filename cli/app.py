@@ -33,11 +33,15 @@ def root(
 
 
 def build_app() -> typer.Typer:
-    from transgan.cli import generate, train
+    from transgan.cli import bench, convert, export, generate, train, translate
+    from transgan.cli import eval as eval_cli
 
     train.register_task_commands()
     app.add_typer(train.app, name="train")
     generate.register(app)
+    for module in (convert, export, translate, bench):
+        module.register(app)
+    app.add_typer(eval_cli.app, name="eval")
     return app
 
 

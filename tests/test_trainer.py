@@ -208,3 +208,42 @@ def test_health_warnings_on_failure_signatures():
     assert any("mode collapse" in w for w in diagnose(collapse))
     swinging = [{"step": i, "loss/D": 0.5, "loss/G": 0.2 if i % 2 else 4.0} for i in range(6)]
     assert any("oscillation" in w for w in diagnose(swinging))
+
+
+def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(paired_dir, tmp_path):
+    import os
+    import signal
+
+    from transgan.trainer import TrainingInterrupted
+
+    config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
+    trainer = build_trainer("pix2pix", config, quiet_config(tmp_path / "run", steps=50, batch_size=2))
+    g_phase = next(p for p in trainer.phases if p.name == "G")
+    real_loss = g_phase.loss
+
+    def loss_then_interrupt():
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered mid-step
+        return real_loss()
+
+    g_phase.loss = loss_then_interrupt
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3.*--resume"):
+        trainer.fit()
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_bf16_autocast_on_cpu_trains(paired_dir, tmp_path):
+    config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
+    train("pix2pix", config, quiet_config(tmp_path / "run", steps=2, batch_size=2, precision="bf16"))
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert math.isfinite(row["loss/G"]) and math.isfinite(row["loss/D"])
+
+
+def test_fp16_on_cpu_is_a_clear_error(paired_dir, tmp_path):
+    from transgan.errors import TransganError
+
+    config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
+    with pytest.raises(TransganError, match="fp16 needs a CUDA GPU"):
+        build_trainer("pix2pix", config, quiet_config(tmp_path / "run", device="cpu", precision="fp16"))

@@ -56,7 +56,6 @@ class TrainConfig:
     keep_last: int = option(3, "step checkpoints to keep")
     progress: bool = option(True, "show a progress bar")
     tensorboard: bool = option(True, "write TensorBoard events")
-    sync_batchnorm: bool = option(False, "SyncBatchNorm across DDP processes")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

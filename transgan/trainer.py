@@ -73,6 +73,9 @@ class GANTrainer:
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         task.networks.to(self.device, memory_format=memory_format)
         task.networks.train()
+        if config.compile:
+            for net in task.networks.values():
+                net.compile()  # in place: state-dict keys stay the same, so checkpoints do not change
 
         defaults = task.default_optimizer()
         pick = lambda key: getattr(config, key) if getattr(config, key) is not None else defaults[key]  # noqa: E731

@@ -37,8 +37,10 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     float_tensors |= {name for name, init in initializers.items() if init.data_type == TensorProto.FLOAT}
 
     def runs_fp16(node: onnx.NodeProto) -> bool:
-        return node.op_type in FP16_OPS and node.domain in ("", "ai.onnx") and any(
-            name in float_tensors for name in node.input
+        return (
+            node.op_type in FP16_OPS
+            and node.domain in ("", "ai.onnx")
+            and any(name in float_tensors for name in node.input)
         )
 
     # Initializers consumed only by fp16 nodes become fp16; shared ones stay fp32 and get a Cast.

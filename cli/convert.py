@@ -1,0 +1,68 @@
+"""`transgan convert SRC.pth OUT.safetensors --arch ...`: import a reference or GAN Compression checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from transgan.errors import TransganError
+
+ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "basic", "n_layers", "pixel", "mobile_resnet")
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+def convert_command(
+    src: Annotated[Path, typer.Argument(help="a .pth state dict (e.g. latest_net_G.pth)")],
+    out: Annotated[Path, typer.Argument(help="the transgan model file to write (.safetensors)")],
+    arch: Annotated[str | None, typer.Option(help=f"{' | '.join(ARCHS)} (default: guessed from the keys)")] = None,
+    norm: Annotated[str | None, typer.Option(help="batch, instance or none (default: from the tensors)")] = None,
+    ngf: Annotated[int | None, typer.Option(help="generator width (default: from the tensors)")] = None,
+    ndf: Annotated[int | None, typer.Option(help="discriminator width (default: from the tensors)")] = None,
+    input_nc: Annotated[int | None, typer.Option(help="input channels (default: from the tensors)")] = None,
+    output_nc: Annotated[int | None, typer.Option(help="output channels (default: from the tensors)")] = None,
+    dropout: Annotated[bool | None, typer.Option("--dropout/--no-dropout", help="dropout layers in the net")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="n_layers discriminator depth")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="mobile_resnet widths per stage, like 16_16_32_16_32_32_16_16")
+    ] = None,
+    direction: Annotated[str, typer.Option(help="the direction this generator translates: AtoB or BtoA")] = "AtoB",
+) -> None:
+    """Convert a pytorch-CycleGAN-and-pix2pix or GAN Compression checkpoint into a transgan model file."""
+    import transgan
+    from transgan.convert import load_gan_compression_checkpoint, load_reference_checkpoint
+    from transgan.registry import NETWORKS
+
+    if arch is not None and arch not in ARCHS:
+        raise TransganError(f"--arch {arch}: use one of {', '.join(ARCHS)}")
+    if direction not in DIRECTIONS:
+        raise TransganError(f"--direction {direction}: use AtoB or BtoA")
+    if out.suffix != ".safetensors":
+        raise TransganError(f"{out}: the output file must end in .safetensors")
+    given = {"norm": norm, "ngf": ngf, "ndf": ndf, "input_nc": input_nc, "output_nc": output_nc}
+    given.update({"dropout": dropout, "n_layers": n_layers})
+    config: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if arch == "mobile_resnet" or (arch is None and channels is not None):
+        net = load_gan_compression_checkpoint(src, channels=channels, **config)
+    else:
+        if channels is not None:
+            raise TransganError(f"--channels is a mobile_resnet option, not one of {arch}")
+        net = load_reference_checkpoint(src, arch, **config)
+    role = NETWORKS.entry(net.transgan_arch).info.get("role")
+    if role == "translator":
+        extra = {key: net.transgan_config[key] for key in ("input_nc", "output_nc")}
+        path = transgan.save({"G": net}, out, task="translation", directions={direction: "G"}, extra=extra)
+    else:
+        path = transgan.save({"D": net}, out, task=None, extra={"input_nc": net.transgan_config["input_nc"]})
+    typer.echo(f"wrote {path}: {net.transgan_arch} {_config_line(net.transgan_config)}")
+
+
+def _config_line(config: dict[str, Any]) -> str:
+    shown = ("input_nc", "output_nc", "ngf", "ndf", "channels", "norm", "n_layers", "dropout")
+    return " ".join(f"{key}={config[key]}" for key in shown if key in config)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `convert` to the root app."""
+    app.command("convert")(convert_command)

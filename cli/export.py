@@ -1,0 +1,52 @@
+"""`transgan export MODEL OUT.onnx`: ONNX export with dynamic shapes, metadata, optional fp16, parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transgan.errors import TransganError
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """'256x512' -> (256, 512); a single number means a square."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise TransganError(f"{option} {text}: write height x width, like 256x256")
+    return values[0], values[1]
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help="model file, run directory or pretrained name")],
+    out: Annotated[Path, typer.Argument(help="the .onnx file to write")],
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="fp16 weights and convs; norms and reductions stay fp32")
+    ] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer)")] = 18,
+    static_shape: Annotated[
+        str | None, typer.Option("--static-shape", help="fix height x width (e.g. 256x256) instead of dynamic")
+    ] = None,
+    batch: Annotated[int | None, typer.Option(help="fix the batch size instead of dynamic")] = None,
+    direction: Annotated[str | None, typer.Option(help="AtoB or BtoA for two-way models (default AtoB)")] = None,
+) -> None:
+    """Export a generator to ONNX and check ONNX Runtime against PyTorch on a sample input."""
+    from transgan.export.onnx import export_onnx
+
+    if out.suffix.lower() != ".onnx":
+        raise TransganError(f"{out}: the output file must end in .onnx")
+    shape = parse_size(static_shape, "--static-shape") if static_shape else None
+    report = export_onnx(model, out, direction=direction, fp16=fp16, opset=opset, static_shape=shape, batch=batch)
+    typer.echo(report.summary())
+
+
+def register(app: typer.Typer) -> None:
+    """Add `export` to the root app."""
+    app.command("export")(export_command)
