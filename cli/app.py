@@ -33,7 +33,7 @@ def root(
 
 
 def build_app() -> typer.Typer:
-    from transgan.cli import bench, convert, export, generate, train, translate
+    from transgan.cli import bench, convert, export, generate, pretrained, train, translate
     from transgan.cli import eval as eval_cli
 
     train.register_task_commands()
@@ -42,6 +42,7 @@ def build_app() -> typer.Typer:
     for module in (convert, export, translate, bench):
         module.register(app)
     app.add_typer(eval_cli.app, name="eval")
+    pretrained.register(app)
     return app
 
 

@@ -247,3 +247,11 @@ def test_fp16_on_cpu_is_a_clear_error(paired_dir, tmp_path):
     config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
     with pytest.raises(TransganError, match="fp16 needs a CUDA GPU"):
         build_trainer("pix2pix", config, quiet_config(tmp_path / "run", device="cpu", precision="fp16"))
+
+
+def test_max_minutes_ends_the_run_normally(paired_dir, tmp_path):
+    config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
+    trainer = build_trainer("pix2pix", config, quiet_config(tmp_path / "run", steps=10_000, max_minutes=0.05))
+    model = trainer.fit()
+    assert 0 < trainer.step < 10_000 and model.is_file()
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [trainer.step]

@@ -35,6 +35,7 @@ class TrainConfig:
     steps: int | None = option(None, "total optimisation steps (with --resume: go on until this step)")
     epochs: int | None = option(None, "epochs at the initial learning rate (default: the task's)")
     decay_epochs: int | None = option(None, "epochs of linear learning-rate decay after --epochs (linear policy)")
+    max_minutes: float = option(0.0, "stop (checkpoint and model file written) after this many minutes; 0: no limit")
     batch_size: int = option(1, "images per step (per process with DDP)")
     seed: int = option(0, "seed of weights, data order and augmentation")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")

@@ -158,7 +158,7 @@ class GANTrainer:
         try:
             with make_progress(self.config.progress and self.rank == 0) as progress:
                 bar = progress.add_task(self.task.name, total=self.total_steps, completed=self.step, status="")
-                while self.step < self.total_steps and not self._stop_requested:
+                while self.step < self.total_steps and not self._stop_requested and not self._time_is_up(started):
                     self.sampler.set_position(self.epoch, self.batch_in_epoch)
                     for batch in loader:
                         self._train_step(batch)
@@ -166,7 +166,7 @@ class GANTrainer:
                         self.batch_in_epoch += 1
                         status = self._after_step(started, started_step)
                         progress.update(bar, completed=self.step, **({"status": status} if status else {}))
-                        if self.step >= self.total_steps or self._stop_requested:
+                        if self.step >= self.total_steps or self._stop_requested or self._time_is_up(started):
                             break
                     if self.batch_in_epoch >= self.sampler.batches_per_epoch:
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -180,6 +180,9 @@ class GANTrainer:
                     f"interrupted at step {self.step}; checkpoint saved in {self.checkpoint_dir}; "
                     f"continue with --resume {self.run_dir}"
                 )
+
+    def _time_is_up(self, started: float) -> bool:
+        return self.config.max_minutes > 0 and time.perf_counter() - started > self.config.max_minutes * 60
 
     def _train_step(self, batch: dict[str, Any]) -> None:
         self._set_learning_rates()
