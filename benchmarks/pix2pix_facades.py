@@ -39,7 +39,7 @@ def split(data: Path, work: Path) -> tuple[Path, list[str]]:
 
 def load(path: Path, size: int) -> torch.Tensor:
     image = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def l1_psnr(prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-
 from transgan.cli.options import dataclass_parameters, given
+
 from transgan.config import TrainConfig, from_dict, load_toml
 from transgan.errors import TransganError
 from transgan.registry import TASKS
 
-app = typer.Typer(help="Train a model: transgan train TASK \\[OPTIONS]. Ctrl-C saves a checkpoint.", no_args_is_help=True)
+app = typer.Typer(
+    help="Train a model: transgan train TASK \\[OPTIONS]. Ctrl-C saves a checkpoint.", no_args_is_help=True
+)
 
 
 def run_train_command(task_name: str, values: dict[str, Any]) -> None:

@@ -99,8 +99,12 @@ def test_frechet_distance_shape_mismatch():
 def cubic_kernel_expectation(a: float, b: float, s: float) -> float:
     # E (x y + 1)^3 for independent x ~ N(a, s^2), y ~ N(b, s^2) in 1-D (gamma = 1/D = 1):
     # E x^3 E y^3 + 3 E x^2 E y^2 + 3 E x E y + 1.
-    m2 = lambda m: m * m + s * s
-    m3 = lambda m: m**3 + 3 * m * s * s
+    def m2(m):
+        return m * m + s * s
+
+    def m3(m):
+        return m**3 + 3 * m * s * s
+
     return m3(a) * m3(b) + 3 * m2(a) * m2(b) + 3 * a * b + 1
 
 

@@ -41,6 +41,7 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     for command in ([env_dir / "bin" / "transgan", "--version"], [python, "-m", "transgan", "--help"]):
         ran = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere)
         assert ran.returncode == 0, ran.stderr
-    assert "transgan 0.1.0" in subprocess.run(
-        [env_dir / "bin" / "transgan", "--version"], capture_output=True, text=True
-    ).stdout
+    assert (
+        "transgan 0.1.0"
+        in subprocess.run([env_dir / "bin" / "transgan", "--version"], capture_output=True, text=True).stdout
+    )

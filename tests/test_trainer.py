@@ -92,8 +92,8 @@ def test_n_critic_runs_g_every_nth_step(paired_dir, tmp_path):
 @pytest.fixture(autouse=True)
 def _short_default_schedule(monkeypatch):
     """Without --steps a task trains its full default schedule; keep the n_critic test to 15 steps."""
-    from transgan.tasks.pix2pix import Pix2PixTask
     from transgan.tasks.base import Schedule
+    from transgan.tasks.pix2pix import Pix2PixTask
 
     monkeypatch.setattr(Pix2PixTask, "schedule", Schedule(epochs=3, lr_policy="linear", decay_epochs=2))
 

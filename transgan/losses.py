@@ -54,7 +54,10 @@ class NonSaturatingLoss:
 
 @LOSSES.register("minimax")
 class MinimaxLoss(NonSaturatingLoss):
-    """The original saturating game: D as 'nonsaturating', G minimises log(1 - sigmoid(D(G(z)))) = -softplus(D(G(z)))."""
+    """The original saturating game: D as 'nonsaturating'; G minimises log(1 - sigmoid(D(G(z)))).
+
+    That is -softplus(D(G(z))).
+    """
 
     def generator(self, fake_pred: Tensor) -> Tensor:
         return -F.softplus(fake_pred.float()).mean()

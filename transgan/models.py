@@ -33,7 +33,9 @@ def pretrained_path(name: str) -> Path:
         return Path(str(resources.files("transgan.pretrained").joinpath(entry["file"])))
     cached = cache_dir() / f"{name}.safetensors"
     if not cached.is_file():
-        raise TransganError(f"pretrained model '{name}' is not downloaded yet: run `transgan pretrained download {name}`")
+        raise TransganError(
+            f"pretrained model '{name}' is not downloaded yet: run `transgan pretrained download {name}`"
+        )
     return cached
 
 

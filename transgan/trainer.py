@@ -87,11 +87,15 @@ class GANTrainer:
         }
         use_scaler = config.precision == "fp16"
         self.scalers = {p.name: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for p in self.phases}
-        self.ema = {name: copy.deepcopy(task.networks[name]).eval() for name in task.ema_networks()} if config.ema else {}
+        self.ema = (
+            {name: copy.deepcopy(task.networks[name]).eval() for name in task.ema_networks()} if config.ema else {}
+        )
         for net in self.ema.values():
             net.requires_grad_(False)
 
-        self.sampler = ResumableSampler(len(task.dataset), config.batch_size, config.seed, True, self.rank, self.world_size)
+        self.sampler = ResumableSampler(
+            len(task.dataset), config.batch_size, config.seed, True, self.rank, self.world_size
+        )
         if self.sampler.batches_per_epoch == 0:
             raise TransganError(
                 f"--batch-size {config.batch_size} is larger than the dataset ({len(task.dataset)} items)"

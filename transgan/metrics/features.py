@@ -168,7 +168,9 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
         torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=False)
     except (OSError, RuntimeError, ValueError) as error:  # no network, proxy, disk: all end in one instruction
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TransganError(f"no Inception weights for FID and they could not be downloaded ({reason}); {how_to}")
+        raise TransganError(
+            f"no Inception weights for FID and they could not be downloaded ({reason}); {how_to}"
+        ) from error
     return cached
 
 
@@ -213,7 +215,9 @@ def inception_extractor(weights: str | Path | None = None, device: str | torch.d
         raise TransganError("Inception features need torch-fidelity: pip install torch-fidelity") from None
     except LOAD_ERRORS as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TransganError(f"{path} is not the FID Inception weights file ({reason}); expected {INCEPTION_URL}")
+        raise TransganError(
+            f"{path} is not the FID Inception weights file ({reason}); expected {INCEPTION_URL}"
+        ) from error
     return InceptionExtractor(net).to(device).eval()
 
 

@@ -308,3 +308,29 @@ def interpolate(
     start, end = G.sample_latent(rows, generator, truncation), G.sample_latent(rows, generator, truncation)
     z = start[:, None] + t[None, :, None] * (end - start)[:, None]
     return G(z.flatten(0, 1).to(device)).float().cpu()
+
+
+@torch.no_grad()
+def standing_statistics(G: nn.Module, batches: int = 50, batch_size: int = 100, seed: int = 0) -> nn.Module:
+    """Recompute G's batch-norm running statistics from its own samples (BigGAN's "standing stats"), in place.
+
+    An EMA generator's weights are an average while its BN buffers are copied from the live generator, so in
+    eval mode it normalises with statistics of different weights; re-estimating them with the EMA weights
+    fixes that (see pretrained/mnist-cgan.md for its effect).
+    """
+    G = generator_of(G)
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over all the batches below
+    device = next(G.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    G.train()
+    for _ in range(batches):
+        z = G.sample_latent(batch_size, generator).to(device)
+        labels = torch.randint(0, max(G.num_classes, 1), (batch_size,), generator=generator).to(device)
+        G(z, labels if G.num_classes else None)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return G.eval()
