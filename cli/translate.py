@@ -38,8 +38,9 @@ def translate_command(
 ) -> None:
     """Translate every image in INPUT_DIR; outputs that exist are skipped, so an interrupted run resumes."""
     from transgan.inference.engines import open_engine
-    from transgan.inference.pipeline import translate_folder
+    from transgan.inference.pipeline import check_folders, translate_folder
 
+    check_folders(input_dir, output_dir)  # before opening the model, which may mean a slow ONNX export
     console = Console(stderr=True, highlight=False)
     runner = open_engine(model, engine=engine, device=device, precision=precision, direction=direction)
     console.print(f"translating with {runner.describe()}", markup=False)
@@ -67,6 +68,7 @@ def translate_command(
         f"{summary.skipped_existing} skipped (output exists; --overwrite to redo), "
         f"{len(summary.unreadable)} unreadable",
         markup=False,
+        soft_wrap=True,
     )
     for path, reason in summary.unreadable:
         console.print(f"  unreadable: {path}: {reason}", markup=False, soft_wrap=True)

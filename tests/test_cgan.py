@@ -158,14 +158,14 @@ def test_generate_cli_unknown_class_lists_classes(tmp_path):
 
 @pytest.mark.realdata
 def test_shipped_model_makes_the_requested_digits(real_data):
-    """A tiny classifier trained for one epoch on 2,000 real digits must read the shipped model's samples
+    """A tiny classifier trained for two epochs on 2,000 real digits must read the shipped model's samples
     as the requested class; a broken or label-shuffled model scores about 10%."""
     root = real_data("mnist")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from mnist_classifier import load_mnist, predict, train_classifier
 
     images, labels = load_mnist(0, 2000, root)
-    judge = train_classifier(images, labels, epochs=1)
+    judge = train_classifier(images, labels, epochs=2)
     G = open_model("mnist-cgan").primary
     requested = torch.arange(10).repeat_interleave(20)
     fakes = generate(G, list(range(10)), n=20, seed=123)

@@ -104,13 +104,10 @@ def test_gan_compression_model_reproduces_its_outputs(real_data, tmp_path, monke
         shutil.copy(inputs / name, tmp_path / "in" / name)
     net = load_gan_compression_checkpoint(checkpoint, channels="16_16_32_16_32_32_16_16")
     model = transgan.save(net, tmp_path / "gc.safetensors", task="cyclegan", directions={"AtoB": "G"})
-    report = export_onnx(model, tmp_path / "gc.onnx")
-    assert report.max_abs_diff <= 1e-4
-    engines = {
-        "torch": open_engine(model, engine="torch", device="cpu"),
-        "onnx": open_engine(model, engine="onnx", device="cpu"),  # exports (cached) on the fly
-        "exported": open_engine(tmp_path / "gc.onnx", device="cpu"),
-    }
+    # The onnx engine exports the model file (parity-checked within 1e-4) and runs the exported .onnx.
+    engines = {"torch": open_engine(model, engine="torch", device="cpu")}
+    engines["onnx"] = open_engine(model, engine="onnx", device="cpu")
+    assert engines["onnx"].path.suffix == ".onnx" and engines["onnx"].info["arch"] == "mobile_resnet"
     for label, engine in engines.items():
         summary = translate_folder(engine, tmp_path / "in", tmp_path / label, batch_size=2)
         assert summary.translated == len(names)

@@ -59,6 +59,10 @@ def write_safetensors_atomic(tensors: dict[str, torch.Tensor], metadata: dict[st
     os.close(handle)
     try:
         save_file(plain, temporary, metadata=metadata)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)

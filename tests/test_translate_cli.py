@@ -1,0 +1,120 @@
+"""`transgan translate`, `export`, `bench` and `convert` through the CLI: sizes, paths, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import transgan
+from transgan.cli.app import build_app
+from transgan.errors import TransganError
+from transgan.nets import build_network
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "resnet.safetensors"
+    net = build_network("resnet_6blocks", ngf=4, init_gain=0.5)  # size_multiple 4
+    return transgan.save(net, path, task="cyclegan", directions={"AtoB": "G"})
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """inputs: an odd-sized PNG, a JPEG in a subfolder, a greyscale image and an unreadable file."""
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(source / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (40, 24, 3), dtype=np.uint8)).save(source / "sub" / "photo.jpg")
+    Image.fromarray(rng.integers(0, 255, (21, 19), dtype=np.uint8)).save(source / "grey.png")
+    (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return source
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(build_app(), [str(arg) for arg in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_translate_keeps_sizes_and_relative_paths_and_skips_unreadable(model, folder, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("translate", model, folder, out, "--device", "cpu", "--batch-size", "2")
+    assert Image.open(out / "odd.png").size == (53, 37)  # padded to 40x56 inside, cropped back
+    assert Image.open(out / "sub" / "photo.jpg").size == (24, 40)
+    assert Image.open(out / "grey.png").size == (19, 21)
+    assert not (out / "broken.png").exists()
+    assert "warning: skipped unreadable image" in result.output and "broken.png" in result.output
+    assert "3 translated" in result.output and "1 unreadable" in result.output
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(model, folder, tmp_path):
+    out = tmp_path / "out"
+    invoke("translate", model, folder, out, "--device", "cpu")
+    (out / "odd.png").write_bytes(b"kept")
+    result = invoke("translate", model, folder, out, "--device", "cpu")
+    assert "0 translated" in result.output and "3 skipped" in result.output
+    assert (out / "odd.png").read_bytes() == b"kept"
+    invoke("translate", model, folder, out, "--device", "cpu", "--overwrite")
+    assert Image.open(out / "odd.png").size == (53, 37)
+
+
+def test_png_option_and_resize(model, folder, tmp_path):
+    out = tmp_path / "out"
+    invoke("translate", model, folder, out, "--device", "cpu", "--png", "--resize", "32")
+    assert Image.open(out / "sub" / "photo.png").size == (32, 53)  # shorter side 32, aspect kept
+
+
+@pytest.mark.parametrize("inside", ["", "out", "sub/out"])
+def test_refuses_to_write_into_the_input_folder(model, folder, inside):
+    with pytest.raises(TransganError, match="outside the input folder"):
+        invoke("translate", model, folder, folder / inside, "--device", "cpu")
+
+
+def test_refuses_an_output_folder_that_contains_the_input(model, folder):
+    with pytest.raises(TransganError, match="must not contain the input folder"):
+        invoke("translate", model, folder, folder.parent, "--device", "cpu")
+
+
+def test_user_errors_are_one_line_without_traceback(model, folder):
+    command = [sys.executable, "-m", "transgan", "translate", str(model), str(folder), str(folder), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_translate_with_the_onnx_engine_matches_torch(model, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSGAN_CACHE", str(tmp_path / "cache"))
+    onnx_file = tmp_path / "model.onnx"
+    result = invoke("export", model, onnx_file)
+    assert "max abs diff" in result.output and onnx_file.is_file()
+    invoke("translate", onnx_file, folder, tmp_path / "onnx", "--device", "cpu")
+    invoke("translate", model, folder, tmp_path / "torch", "--device", "cpu", "--engine", "torch")
+    for name in ("odd.png", "grey.png"):
+        ours = np.asarray(Image.open(tmp_path / "onnx" / name), dtype=np.int16)
+        theirs = np.asarray(Image.open(tmp_path / "torch" / name), dtype=np.int16)
+        assert np.abs(ours - theirs).max() <= 1
+    bench = invoke("bench", onnx_file, "--size", "16x16", "--batch-size", "1", "--batch-size", "2", "--json")
+    rows = json.loads(bench.output)
+    assert [row["batch_size"] for row in rows] == [1, 2] and all(row["images_per_s"] > 0 for row in rows)
+
+
+@pytest.mark.realdata
+def test_convert_cli_imports_the_gan_compression_checkpoint(real_data, tmp_path):
+    checkpoint = real_data("gan_compression_horse2zebra", "latest_net_G.pth")
+    out = tmp_path / "horse2zebra.safetensors"
+    invoke("convert", checkpoint, out, "--arch", "mobile_resnet", "--channels", "16_16_32_16_32_32_16_16")
+    model = transgan.read_model(out)
+    assert model.meta["task"] == "translation" and model.meta["directions"] == {"AtoB": "G"}
+    assert model.primary.transgan_arch == "mobile_resnet"
+    assert sum(p.numel() for p in model.primary.parameters()) == 356_867
