@@ -171,3 +171,15 @@ def test_shipped_model_makes_the_requested_digits(real_data):
     fakes = generate(G, list(range(10)), n=20, seed=123)
     predicted, _ = predict(judge, fakes)
     assert (predicted == requested).float().mean() > 0.85
+
+
+def test_within_class_spread_sees_a_generator_that_ignores_its_noise():
+    """Two classes, each a single repeated image: diverse across the batch, zero spread within each class."""
+    from transgan.tasks.cgan import within_class_spread
+
+    collapsed = torch.cat([torch.zeros(4, 1, 4, 4), torch.ones(4, 1, 4, 4)])
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    assert collapsed.std(0).mean() > 0.5
+    assert within_class_spread(collapsed, labels, 2) == 0
+    varied = collapsed + torch.randn_like(collapsed)
+    assert within_class_spread(varied, labels, 2) > 0.5

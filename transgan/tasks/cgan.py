@@ -216,9 +216,10 @@ class CGANTask(GANTask):
             loss = loss + info
             metrics["G/info"] = info.detach()
         if self.real.shape[0] > 1:
-            # Spread of fakes over spread of reals across the batch; health.py warns on mode collapse.
-            spread_fake = self.fake.detach().float().std(0).mean()
-            spread_real = self.real.float().std(0).mean().clamp(min=1e-8)
+            # Spread of fakes over spread of reals, within each class: across mixed classes the class
+            # differences alone look diverse and hide a generator that ignores its noise. health.py warns.
+            spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
+            spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
             metrics["health/diversity"] = spread_fake / spread_real
         return loss, metrics
 
@@ -267,6 +268,21 @@ def generator_of(G: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+def within_class_spread(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Mean per-pixel standard deviation of the images of each class, averaged over classes seen twice or
+    more (all images as one class when unconditional); one-hot sums, so no device sync in the hot loop."""
+    flat = images.float().flatten(1)
+    if labels is None or num_classes == 0:
+        return flat.std(0).mean()
+    one_hot = F.one_hot(labels, num_classes).float()  # (N, K)
+    counts = one_hot.sum(0)  # (K,)
+    mean = one_hot.T @ flat / counts.clamp(min=1)[:, None]
+    variance = (one_hot.T @ flat.square() / counts.clamp(min=1)[:, None] - mean.square()).clamp(min=0)
+    spread = variance.sqrt().mean(1)  # (K,)
+    seen_twice = (counts >= 2).float()
+    return (spread * seen_twice).sum() / seen_twice.sum().clamp(min=1)
+
+
 def generate(
     G: nn.Module, labels: list[int] | None, n: int, seed: int = 0, truncation: float | None = None
 ) -> torch.Tensor:
