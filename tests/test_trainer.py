@@ -255,3 +255,18 @@ def test_max_minutes_ends_the_run_normally(paired_dir, tmp_path):
     model = trainer.fit()
     assert 0 < trainer.step < 10_000 and model.is_file()
     assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [trainer.step]
+
+
+def test_best_checkpoint_follows_the_chosen_metric_across_resume(paired_dir, tmp_path):
+    config = Pix2PixConfig(data=str(paired_dir), **TINY_NETS)
+    options = dict(batch_size=2, checkpoint_every=1, keep_last=1, best_metric="G/l1", best_mode="min")
+    train("pix2pix", config, quiet_config(tmp_path / "run", steps=3, **options))
+    resume(tmp_path / "run", steps=6)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    best_row = min(rows, key=lambda row: row["G/l1"])
+    best, meta = read_safetensors(tmp_path / "run/checkpoints/best.safetensors", CHECKPOINT_FORMAT)
+    assert meta["counters"]["step"] == best_row["step"] and meta["counters"]["best_value"] == best_row["G/l1"]
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [6]  # best survives pruning
+    import transgan
+
+    assert transgan.load(tmp_path / "run" / "model_best.safetensors").transgan_arch == "resnet_6blocks"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,18 @@ def write_safetensors_atomic(tensors: dict[str, torch.Tensor], metadata: dict[st
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def copy_atomic(source: Path, destination: Path) -> None:
+    """Copy through a temporary file and a rename, so `destination` is always a whole file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -55,6 +55,8 @@ class TrainConfig:
     sample_every: int = option(500, "steps between sample grids")
     checkpoint_every: int = option(1000, "steps between checkpoints")
     keep_last: int = option(3, "step checkpoints to keep")
+    best_metric: str | None = option(None, "keep checkpoints/best.safetensors by this logged metric, e.g. G/l1")
+    best_mode: str = option("min", "min or max: which direction of --best-metric is better")
     progress: bool = option(True, "show a progress bar")
     tensorboard: bool = option(True, "write TensorBoard events")
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
+from transgan.checkpoint import copy_atomic
 from transgan.checkpoint import save as save_model
 from transgan.config import TrainConfig, dump_toml
 from transgan.errors import TransganError
@@ -117,6 +118,10 @@ class GANTrainer:
         self._counts: dict[str, int] = defaultdict(int)
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._stop_requested = False
+        self._last_logged: dict[str, float] = {}
+        self.best_value: float | None = None
+        if config.best_mode not in ("min", "max"):
+            raise TransganError(f"--best-mode {config.best_mode}: use min or max")
         self.logger: RunLogger | None = None
         self.fixed_batch = default_collate([task.dataset[(i, i)] for i in range(min(8, len(task.dataset)))])
 
@@ -257,6 +262,7 @@ class GANTrainer:
         for phase in self.phases:
             values[f"lr/{phase.name}"] = self.optimizers[phase.name].param_groups[0]["lr"]
         self.logger.log(self.step, values)
+        self._last_logged = values
         if self.rank == 0:
             for warning in diagnose(read_metrics(self.logger.metrics_path)[-10:]):
                 print(f"warning (step {self.step}): {warning}")
@@ -308,12 +314,29 @@ class GANTrainer:
             optimizers=self.optimizers,
             scalers=self.scalers,
             extra_state=self.task.extra_state(),
-            counters={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+            counters={
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "best_value": self._updated_best(),
+            },
             config=self.run_config,
         )
         prune_checkpoints(self.checkpoint_dir, self.config.keep_last)
-        self.export_model()
+        model = self.export_model()
+        if self.best_value is not None and self.best_value == self._last_logged.get(self.config.best_metric):
+            # This checkpoint is the best so far: keep copies that pruning never removes.
+            copy_atomic(path, self.checkpoint_dir / "best.safetensors")
+            copy_atomic(model, self.run_dir / "model_best.safetensors")
         plot_learning_curves(self.logger.metrics_path, self.run_dir / "curves.png")
+
+    def _updated_best(self) -> float | None:
+        """The best value of --best-metric so far, counting the latest log."""
+        value = self._last_logged.get(self.config.best_metric) if self.config.best_metric else None
+        if value is not None and math.isfinite(value):
+            better = min if self.config.best_mode == "min" else max
+            self.best_value = value if self.best_value is None else better(self.best_value, value)
+        return self.best_value
 
     def export_model(self) -> Path:
         path = self.run_dir / "model.safetensors"
@@ -336,4 +359,5 @@ class GANTrainer:
         self.task.load_extra_state(checkpoint.section("task"))
         counters = checkpoint.meta["counters"]
         self.step, self.epoch, self.batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
+        self.best_value = counters.get("best_value")
         truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
