@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transgan.cli.app import build_app
 from typer.testing import CliRunner
 
 import transgan
-from transgan.cli.app import build_app
 from transgan.errors import TransganError
 from transgan.nets import build_network
 
