@@ -216,6 +216,8 @@ def export_onnx(
         module = net
         inputs, names, dynamic_shapes, dynamic = _translator_sample(net, info, static_shape, batch)
     else:
+        if static_shape is not None:
+            raise TransganError(f"--static-shape: {info['arch']} makes {info['image_size']}px images from noise")
         module = SamplerGraph(net).eval()
         inputs, names, dynamic_shapes, dynamic = _sampler_sample(info, batch)
     proto = _torch_export(module, inputs, names, dynamic_shapes, opset)

@@ -203,9 +203,16 @@ class OnnxEngine(Engine):
         if labels is not None and len(self.input_names) > 1:
             labels = labels.to(self.device, torch.int64).contiguous()
             binding.bind_input(self.input_names[1], "cuda", index, np.int64, list(labels.shape), labels.data_ptr())
-        binding.bind_output(self.output_name, "cuda", index)
+        # The output goes straight into a torch tensor we allocate, so it never leaves the GPU.
+        output = torch.empty(self._output_shape(batch.shape), dtype=torch.float32, device=batch.device)
+        binding.bind_output(self.output_name, "cuda", index, np.float32, list(output.shape), output.data_ptr())
         self.session.run_with_iobinding(binding)
-        return torch.from_dlpack(binding.get_outputs()[0])
+        return output
+
+    def _output_shape(self, input_shape: torch.Size) -> tuple[int, ...]:
+        if self.info["kind"] == "sampler":
+            return (input_shape[0], self.info["output_nc"], self.info["image_size"], self.info["image_size"])
+        return (input_shape[0], self.info["output_nc"], input_shape[2], input_shape[3])
 
 
 def read_onnx_metadata(props: dict[str, str], source: Path | str) -> dict[str, Any]:

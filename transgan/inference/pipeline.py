@@ -101,7 +101,8 @@ def encode(pixels: np.ndarray, target: Path) -> None:
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     image_format = Image.registered_extensions().get(target.suffix.lower(), "PNG")
     partial = target.with_name(f".{target.name}.partial")
-    options = {"quality": 95} if image_format == "JPEG" else {}
+    # PNG level 3 encodes twice as fast as PIL's default 6 for ~5% larger files: encoding shares the cores.
+    options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": 3}}.get(image_format, {})
     image.save(partial, format=image_format, **options)
     os.replace(partial, target)
 
