@@ -270,3 +270,18 @@ def test_best_checkpoint_follows_the_chosen_metric_across_resume(paired_dir, tmp
     import transgan
 
     assert transgan.load(tmp_path / "run" / "model_best.safetensors").transgan_arch == "resnet_6blocks"
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, {"G": 2e-4, "D": 2e-4}),
+        ({"lr": 1e-3}, {"G": 1e-3, "D": 1e-3}),
+        ({"lr": 1e-3, "lr_d": 5e-5}, {"G": 1e-3, "D": 5e-5}),
+    ],
+)
+def test_lr_sets_every_phase_unless_one_rate_is_given(paired_dir, tmp_path, changes, expected):
+    trainer = build_trainer(
+        "pix2pix", Pix2PixConfig(data=str(paired_dir), **TINY_NETS), quiet_config(tmp_path / "r", **changes)
+    )
+    assert {phase.name: phase.lr for phase in trainer.phases} == expected

@@ -42,6 +42,7 @@ class TrainConfig:
     precision: str = option("fp32", "fp32, bf16 (CPU or CUDA) or fp16 (CUDA, with a gradient scaler)")
     channels_last: bool = option(False, "channels_last memory format (faster convolutions on GPU)")
     compile: bool = option(False, "torch.compile the networks")
+    lr: float | None = option(None, "learning rate of every network (the reference's --lr); --lr-g/--lr-d override it")
     lr_g: float | None = option(None, "generator learning rate (default: the task's)")
     lr_d: float | None = option(None, "discriminator learning rate (default: the task's)")
     beta1: float | None = option(None, "Adam beta1 (default: the task's)")

@@ -79,6 +79,8 @@ class GANTrainer:
                 net.compile()  # in place: state-dict keys stay the same, so checkpoints do not change
 
         defaults = task.default_optimizer()
+        if config.lr is not None:  # the reference's single --lr: both rates, unless one is given on its own
+            defaults = {**defaults, "lr_g": config.lr, "lr_d": config.lr}
         pick = lambda key: getattr(config, key) if getattr(config, key) is not None else defaults[key]  # noqa: E731
         self.phases: list[Phase] = task.phases(pick("lr_g"), pick("lr_d"), (pick("beta1"), pick("beta2")))
         fused = self.device.type == "cuda"  # fused Adam: one kernel per phase instead of one per tensor
