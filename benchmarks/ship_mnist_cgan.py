@@ -1,6 +1,8 @@
 """Turn a finished MNIST cgan run into pretrained/mnist-cgan.safetensors (standing BN stats) and index it.
 
-    python benchmarks/ship_mnist_cgan.py RUN_DIR
+    python benchmarks/ship_mnist_cgan.py RUN_DIR                  # -> pretrained/, sha256 -> index.json
+    python benchmarks/ship_mnist_cgan.py RUN_DIR --to DIR         # -> DIR/mnist-cgan.safetensors only
+    python benchmarks/ship_mnist_cgan.py --register FILE          # copy a shipped file into pretrained/ + index
 
 The run's model file holds the EMA generator; its batch-norm statistics are re-estimated from its own
 samples (transgan.tasks.cgan.standing_statistics), then the file is written with its sha256 in the index.
@@ -8,44 +10,66 @@ samples (transgan.tasks.cgan.standing_statistics), then the file is written with
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import sys
+import shutil
 from pathlib import Path
 
 from transgan.checkpoint import read_model, save
 from transgan.tasks.cgan import standing_statistics
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+NAME = "mnist-cgan"
 
 
-def ship(run_dir: Path, name: str = "mnist-cgan") -> dict:
+def ship(run_dir: Path, to: Path = PRETRAINED, name: str = NAME) -> Path:
+    """Write `to/name.safetensors`: the run's EMA generator with standing batch-norm statistics, on CPU."""
     model = read_model(Path(run_dir) / "model.safetensors")
     meta = model.meta
     standing_statistics(model.primary, batches=50, batch_size=100, seed=0)
-    path = save(
+    return save(
         model.networks,
-        PRETRAINED / f"{name}.safetensors",
+        Path(to) / f"{name}.safetensors",
         task=meta["task"],
         primary=meta["primary"],
         class_names=meta["class_names"],
         normalization=meta["normalization"],
         extra={**meta["extra"], "standing_statistics": True},
     )
+
+
+def register(path: Path, name: str = NAME) -> dict:
+    """Copy a shipped model file into pretrained/ (if it is elsewhere) and write its entry in index.json."""
+    path = Path(path)
+    target = PRETRAINED / f"{name}.safetensors"
+    if path.resolve() != target.resolve():
+        shutil.copyfile(path, target)
+    meta = read_model(target).meta
     index_path = PRETRAINED / "index.json"
     index = json.loads(index_path.read_text())
     index[name] = {
-        "file": path.name,
+        "file": target.name,
         "task": meta["task"],
         "arch": meta["networks"][meta["primary"]]["arch"],
         "card": f"{name}.md",
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
     }
     index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    return {"file": str(path), "bytes": path.stat().st_size, **index[name]}
+    return {"file": str(target), "bytes": target.stat().st_size, **index[name]}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    print(json.dumps(ship(Path(sys.argv[1])), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, help="a finished `transgan train cgan` run directory")
+    parser.add_argument("--to", type=Path, default=None, help="write the file here instead of pretrained/ (no index)")
+    parser.add_argument("--register", type=Path, default=None, help="an already shipped file to put in pretrained/")
+    args = parser.parse_args()
+    if args.register is not None:
+        print(json.dumps(register(args.register), indent=2))
+    elif args.run_dir is None:
+        parser.error("give RUN_DIR or --register FILE")
+    elif args.to is not None:
+        print(json.dumps({"file": str(ship(args.run_dir, args.to))}, indent=2))
+    else:
+        print(json.dumps(register(ship(args.run_dir)), indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -33,21 +34,37 @@ def root(
 
 
 def build_app() -> typer.Typer:
-    from transgan.cli import bench, convert, export, generate, pretrained, train, translate
+    from transgan.cli import bench, convert, export, generate, plugins, pretrained, train, translate
     from transgan.cli import eval as eval_cli
 
-    train.register_task_commands()
-    app.add_typer(train.app, name="train")
+    app.add_typer(train.app, name="train")  # its task commands are made on first use: --help loads no plugin
     generate.register(app)
     for module in (convert, export, translate, bench):
         module.register(app)
     app.add_typer(eval_cli.app, name="eval")
     pretrained.register(app)
+    plugins.register(app)
     return app
+
+
+def _report_plugin_warnings(errors: Console) -> None:
+    # A plugin that failed to load is one line on stderr, not Python's warning format with a source line.
+    from transgan.registry import PluginWarning
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            errors.print(f"plugin error: {message}", markup=False, soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
 
 def main() -> None:
     errors = Console(stderr=True, highlight=False)
+    _report_plugin_warnings(errors)
     try:
         build_app()()
     except TransganError as error:

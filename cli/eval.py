@@ -1,4 +1,4 @@
-"""`transgan eval ...`: FID/KID/precision-recall/IS between image folders, paired L1/PSNR/SSIM."""
+"""`transgan eval ...`: FID/KID/precision-recall/IS between folders, paired L1/PSNR/SSIM, a model on test data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from transgan.errors import TransganError
+
 app = typer.Typer(
-    help="Measure generated images: FID (and KID, precision/recall, IS) against real ones, or paired L1/PSNR/SSIM.",
+    help="Measure images: FID (KID, precision/recall, IS) against real ones, paired L1/PSNR/SSIM, or a model on data.",
     no_args_is_help=True,
 )
 
@@ -84,3 +86,83 @@ def paired(
     from transgan.metrics import paired_metrics
 
     _report(paired_metrics(pred_dir, target_dir), as_json, f"{pred_dir} vs {target_dir}")
+
+
+@app.command("model")
+def model_command(
+    model: Annotated[str, typer.Argument(help="model file, run directory or pretrained name (e.g. mnist-cgan)")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="translation: folder with A/ and B/; generation: real images, a stats .npz, .zip or MNIST"
+        ),
+    ],
+    n: Annotated[
+        int, typer.Option("--n", min=1, help="images to generate, or inputs to translate (the first N)")
+    ] = 10000,
+    kid: Annotated[bool, typer.Option("--kid", help="also the Kernel Inception Distance (mean, std)")] = False,
+    pr: Annotated[bool, typer.Option("--pr", help="also precision and recall (k=3 nearest neighbours)")] = False,
+    no_fid: Annotated[
+        bool, typer.Option("--no-fid", help="skip feature metrics (translation: L1/PSNR/SSIM only, no extractor)")
+    ] = False,
+    features: Annotated[
+        str, typer.Option(help="'inception', or a TorchScript / .pt2 / transgan model file to take features from")
+    ] = "inception",
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(help="FID Inception weights file (default: $TRANSGAN_INCEPTION_WEIGHTS, else download)"),
+    ] = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(
+            help="generation: a classifier (TorchScript / .pt2 / model file) whose logits give class accuracy"
+        ),
+    ] = None,
+    direction: Annotated[str | None, typer.Option(help="translation: AtoB or BtoA (default AtoB)")] = None,
+    resize: Annotated[
+        int | None, typer.Option(min=1, help="translation: scale inputs and targets so the shorter side is N first")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="generation: seed of the noise")] = 0,
+    truncation: Annotated[float | None, typer.Option(help="generation: resample noise beyond this magnitude")] = None,
+    out: Annotated[Path | None, typer.Option(help="keep the translated / generated images in this folder")] = None,
+    cache_stats: Annotated[
+        Path | None, typer.Option(help=".npz to store the real images' features in and reuse next time")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 50,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1', ...")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+) -> None:
+    """Translate DIR/A (pix2pix, cyclegan) or generate N samples balanced over classes (cgan), then measure them."""
+    from transgan.evaluation import evaluate_model, has_pairs
+    from transgan.export.onnx import model_metadata, pick_generator
+    from transgan.metrics import load_extractor
+    from transgan.models import open_model
+
+    device = _device(device)
+    model_file = open_model(model, device)
+    net, picked = pick_generator(model_file, direction)
+    translator = model_metadata(model_file, net, picked)["kind"] == "translator"
+    metrics = set() if no_fid else {"fid"} | ({"kid"} if kid else set()) | ({"pr"} if pr else set())
+    if translator and has_pairs(data, picked):
+        metrics.add("paired")  # paired test data: also L1/PSNR/SSIM against the targets
+    if not metrics:
+        raise TransganError(f"--no-fid leaves nothing to measure: {data} holds no input/target pairs")
+    extractor = load_extractor(features, inception_weights, device) if metrics - {"paired"} else None
+    judge = load_extractor(str(classifier), None, device) if classifier is not None else None
+    results = evaluate_model(
+        model_file,
+        data,
+        extractor=extractor,
+        metrics=frozenset(metrics),
+        n=n,
+        direction=picked,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        truncation=truncation,
+        resize=resize,
+        classifier=judge,
+        out_dir=out,
+        cache=cache_stats,
+    )
+    _report(results, as_json, f"{model} on {data}")

@@ -5,16 +5,40 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import threading
+import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from transgan.errors import TransganError
 
-BUILTIN_ORIGIN = "transgan (built-in)"
-
 
 class RegistryError(TransganError):
     """A name that is unknown, registered twice, or a plugin that failed to load."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load and was skipped; the built-ins (and other plugins) keep working."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered name comes from: a distribution and, for a plugin, the entry point that loaded it."""
+
+    package: str
+    version: str
+    plugin: str | None = None  # the entry point's name; None for built-ins
+    target: str | None = None  # the entry point's value (module or module:function)
+
+    @property
+    def is_plugin(self) -> bool:
+        return self.plugin is not None
+
+    def __str__(self) -> str:
+        if self.plugin is None:
+            return f"{self.package} {self.version} (built-in)"
+        return f"plugin '{self.plugin}' ({self.target}) of package {self.package} {self.version}"
 
 
 @dataclass(frozen=True)
@@ -23,26 +47,81 @@ class Entry:
 
     name: str
     obj: Callable[..., Any]
-    origin: str
+    origin: Origin
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded: which one, from which package, and why."""
+
+    kind: str
+    group: str
+    origin: Origin
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.origin} failed to load: {self.reason}; it was skipped and the built-ins still work "
+            f"(fix or uninstall {self.origin.package})"
+        )
+
+
+@dataclass
+class _PluginLoad:
+    origin: Origin
+    added: list[tuple[Registry, str]] = field(default_factory=list)
+
+
+# Loading is rare and short; one lock for all registries keeps a plugin that registers into several of
+# them (each may trigger the other's loading) free of lock-order deadlocks.
+_LOCK = threading.RLock()
+_LOADING: list[_PluginLoad] = []  # the plugins being imported right now (nested when one triggers another)
+_builtins_imported = False
+
+
+def builtin_origin() -> Origin:
+    from transgan import __version__  # at call time: transgan/__init__ imports this module
+
+    return Origin("transgan", __version__)
+
+
+def _import_all_builtins() -> None:
+    # Every registry's built-ins go in before any plugin: a plugin that imports, say, transgan.losses must
+    # not make the built-in losses register under the plugin's name.
+    global _builtins_imported
+    if _builtins_imported:
+        return
+    _builtins_imported = True
+    for registry in REGISTRIES.values():
+        for module in registry.builtin_modules:
+            importlib.import_module(module)
+
+
+def _distribution_of(entry_point: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is not None:
+        return dist.name, dist.version
+    # An entry point made by hand (not read from installed metadata): name its top-level module instead.
+    return entry_point.value.split(":")[0].split(".")[0], "(version unknown)"
 
 
 class Registry:
     """A name -> object table.
 
     Built-ins are listed as module paths and imported on first use (so `transgan --help` imports no
-    network code), then plugins declared under the entry-point group are loaded. A plugin that fails
-    to import is reported once and skipped: the built-ins keep working.
+    network code), then the plugins declared under the entry-point group. A plugin that fails to import,
+    or registers a name that exists, is skipped whole (with a PluginWarning naming it and its package):
+    the built-ins keep working.
     """
 
     def __init__(self, kind: str, entry_point_group: str, builtin_modules: list[str]):
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self._builtin_modules = list(builtin_modules)
+        self.builtin_modules = list(builtin_modules)
         self._entries: dict[str, Entry] = {}
         self._loaded = False
-        self._loading_origin = BUILTIN_ORIGIN
-        self.plugin_errors: list[str] = []
+        self.plugin_errors: list[PluginFailure] = []
 
     def register(self, name: str, **info: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: register `obj` under `name`; a name that exists raises RegistryError."""
@@ -54,18 +133,31 @@ class Registry:
         return decorator
 
     def add(self, name: str, obj: Callable[..., Any], **info: Any) -> None:
-        if name in self._entries:
-            raise RegistryError(
-                f"{self.kind} '{name}' from {self._loading_origin} is already registered "
-                f"by {self._entries[name].origin}; choose another name"
-            )
-        self._entries[name] = Entry(name, obj, self._loading_origin, dict(info))
+        """Register `obj` under `name` (with free-form info such as role=); a name that exists raises."""
+        with _LOCK:
+            loading = _LOADING[-1] if _LOADING else None
+            if loading is not None and not self._loaded:
+                # A plugin registering into a registry not yet loaded: load it first, so the name is checked
+                # against the built-ins and other plugins rather than slipping in ahead of them.
+                self.load()
+            origin = loading.origin if loading is not None else builtin_origin()
+            if name in self._entries:
+                raise RegistryError(
+                    f"{self.kind} '{name}' is already registered by {self._entries[name].origin}; choose another name"
+                )
+            self._entries[name] = Entry(name, obj, origin, dict(info))
+            if loading is not None:
+                loading.added.append((self, name))
 
     def entry(self, name: str) -> Entry:
         self.load()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise RegistryError(f"unknown {self.kind} '{name}'; known: {known}")
+            failed = "".join(f"; {failure.origin} failed to load ({failure.reason})" for failure in self.plugin_errors)
+            raise RegistryError(
+                f"unknown {self.kind} '{name}'; known: {known}{failed} "
+                f"(a plugin's {self.kind}? install its package; `transgan plugins` lists what is installed)"
+            )
         return self._entries[name]
 
     def get(self, name: str) -> Callable[..., Any]:
@@ -88,29 +180,47 @@ class Registry:
         self.load()
         return name in self._entries
 
+    def plugin_entry_points(self) -> list[importlib.metadata.EntryPoint]:
+        """The entry points declared under this registry's group, read from metadata (nothing imported)."""
+        found = importlib.metadata.entry_points(group=self.entry_point_group)
+        return sorted(found, key=lambda entry_point: (entry_point.name, entry_point.value))
+
     def load(self) -> None:
         """Import the built-in modules, then the plugins; runs once."""
-        if self._loaded:
-            return
-        self._loaded = True
-        for module in self._builtin_modules:
-            importlib.import_module(module)
-        for entry_point in importlib.metadata.entry_points(group=self.entry_point_group):
-            self._load_plugin(entry_point)
+        with _LOCK:
+            if self._loaded:
+                return
+            self._loaded = True
+            _import_all_builtins()
+            for module in self.builtin_modules:  # already done for the three global registries
+                importlib.import_module(module)
+            for entry_point in self.plugin_entry_points():
+                self._load_plugin(entry_point)
 
     def _load_plugin(self, entry_point: importlib.metadata.EntryPoint) -> None:
-        dist = entry_point.dist
-        origin = f"{dist.name} {dist.version}" if dist is not None else entry_point.value
-        self._loading_origin = f"plugin '{entry_point.name}' ({origin})"
+        package, version = _distribution_of(entry_point)
+        loading = _PluginLoad(Origin(package, version, entry_point.name, entry_point.value))
+        _LOADING.append(loading)
         try:
             loaded = entry_point.load()
-            # An entry point may name a module (importing it registers) or a function taking the registry.
-            if callable(loaded) and not inspect.isclass(loaded):
+            # A module registers on import; a function is handed the registry to register into.
+            if not isinstance(loaded, types.ModuleType):
+                if not callable(loaded) or inspect.isclass(loaded):
+                    raise RegistryError(
+                        f"entry point {entry_point.value} names a {type(loaded).__name__}; "
+                        "name a module (registers on import) or a function taking the registry"
+                    )
                 loaded(self)
         except Exception as error:  # a broken plugin must not break the built-ins
-            self.plugin_errors.append(f"{self._loading_origin} failed to load: {error}")
+            # Undo what it did register, so a half-loaded plugin leaves no trace.
+            for registry, name in loading.added:
+                registry._entries.pop(name, None)
+            reason = str(error) if isinstance(error, RegistryError) else f"{type(error).__name__}: {error}"
+            failure = PluginFailure(self.kind, self.entry_point_group, loading.origin, reason)
+            self.plugin_errors.append(failure)
+            warnings.warn(str(failure), PluginWarning, stacklevel=2)
         finally:
-            self._loading_origin = BUILTIN_ORIGIN
+            _LOADING.pop()
 
 
 NETWORKS = Registry(
@@ -127,8 +237,14 @@ NETWORKS = Registry(
 )
 LOSSES = Registry("loss", "transgan.losses", ["transgan.losses"])
 TASKS = Registry("task", "transgan.tasks", ["transgan.tasks.pix2pix", "transgan.tasks.cyclegan", "transgan.tasks.cgan"])
+REGISTRIES = {"network": NETWORKS, "task": TASKS, "loss": LOSSES}
 
 
 def list_models(role: str | None = None) -> list[str]:
     """Names of the registered networks, optionally only one role ('translator', 'sampler', 'discriminator')."""
     return NETWORKS.names(role=role) if role else NETWORKS.names()
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """Every plugin that failed to load so far, across all registries (each registry loads on first use)."""
+    return [failure for registry in REGISTRIES.values() for failure in registry.plugin_errors]

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
+from transgan import distributed
 from transgan.config import TrainConfig, from_dict, load_toml, to_dict
 from transgan.errors import TransganError
 from transgan.registry import TASKS
-from transgan.trainer import GANTrainer
+from transgan.trainer import GANTrainer, TrainingInterrupted
 
 
 def build_trainer(task_name: str, task_config: Any, train_config: TrainConfig) -> GANTrainer:
@@ -27,8 +28,21 @@ def build_trainer(task_name: str, task_config: Any, train_config: TrainConfig) -
 
 
 def train(task_name: str, task_config: Any, train_config: TrainConfig) -> Path:
-    """Train a new run; returns the path of its model file."""
-    return build_trainer(task_name, task_config, train_config).fit()
+    """Train a new run; returns the path of its model file. Under torchrun, every process calls this."""
+    return _fit(task_name, task_config, train_config, resume=False)
+
+
+def _fit(task_name: str, task_config: Any, train_config: TrainConfig, resume: bool) -> Path:
+    success = False
+    try:
+        path = build_trainer(task_name, task_config, train_config).fit(resume=resume)
+        success = True
+        return path
+    except TrainingInterrupted:
+        success = True  # a clean stop: the checkpoint is written and no collective is left half done
+        raise
+    finally:
+        distributed.shutdown(success)  # leaves the process group the trainer joined (if it did)
 
 
 def load_run_config(run_dir: Path) -> tuple[str, Any, TrainConfig]:
@@ -50,4 +64,4 @@ def resume(run_dir: Path, **overrides: Any) -> Path:
     task_name, task_config, train_config = load_run_config(run_dir)
     changes = {k: v for k, v in overrides.items() if v is not None}
     train_config = dataclasses.replace(train_config, out=str(run_dir), **changes)
-    return build_trainer(task_name, task_config, train_config).fit(resume=True)
+    return _fit(task_name, task_config, train_config, resume=True)

@@ -19,6 +19,7 @@ from torch import nn
 from transgan import __version__
 from transgan.checkpoint import DEFAULT_NORMALIZATION, ModelFile, network_spec
 from transgan.errors import TransganError
+from transgan.export.fast import optimize_for_cpu
 from transgan.export.fp16 import convert_to_fp16
 from transgan.models import open_model
 from transgan.registry import NETWORKS
@@ -195,16 +196,21 @@ def export_onnx(
     static_shape: tuple[int, int] | None = None,
     batch: int | None = None,
     tolerance: float | None = None,
+    for_cpu: bool = False,
 ) -> ExportReport:
     """Export the generator of `model` (run dir, model file, pretrained name, ModelFile or built network).
 
     Height, width and batch are dynamic unless `static_shape` (H, W) or `batch` fix them. After writing,
     ONNX Runtime runs a sample and the result must match PyTorch within `tolerance`, else TransganError.
+    `for_cpu` writes the graph rewritten for CPU runtimes (Winograd 3x3 convs, see export/fast.py); GPU
+    runtimes do better with the plain graph. Parity is always checked against the original network.
     """
     if opset < MIN_OPSET:
         raise TransganError(f"--opset {opset}: transgan exports with opset {MIN_OPSET} or newer")
     if batch is not None and batch < 1:
         raise TransganError(f"--batch {batch}: must be at least 1")
+    if for_cpu and fp16:
+        raise TransganError("--for-cpu and --fp16 do not go together: CPUs run the rewritten graph in fp32")
     if isinstance(model, nn.Module):
         model = ModelFile({"G": model}, {"primary": "G"})
     elif not isinstance(model, ModelFile):
@@ -220,7 +226,8 @@ def export_onnx(
             raise TransganError(f"--static-shape: {info['arch']} makes {info['image_size']}px images from noise")
         module = SamplerGraph(net).eval()
         inputs, names, dynamic_shapes, dynamic = _sampler_sample(info, batch)
-    proto = _torch_export(module, inputs, names, dynamic_shapes, opset)
+    exported, info["rewrites"] = optimize_for_cpu(module) if for_cpu else (module, [])
+    proto = _torch_export(exported, inputs, names, dynamic_shapes, opset)
     if fp16:
         proto = convert_to_fp16(proto)
     info["precision"] = "fp16" if fp16 else "fp32"

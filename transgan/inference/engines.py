@@ -148,6 +148,9 @@ class OnnxEngine(Engine):
         options.log_severity_level = 3  # errors only: provider fallbacks are reported by us, once
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
+        # No spin-waiting between ops: on a small CPU the spinning threads steal the cores that decode and
+        # encode images next to the model (measured: the pipeline is faster without it).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         ort.set_default_logger_severity(3)
         wanted = onnx_providers(device, tensorrt)
         try:
@@ -222,14 +225,18 @@ def read_onnx_metadata(props: dict[str, str], source: Path | str) -> dict[str, A
     return json.loads(props["transgan"])
 
 
-def exported_onnx(model_spec: str | Path, direction: str | None) -> Path:
-    """An ONNX export of a model file, cached by file content so the slow export runs once per model."""
+def exported_onnx(model_spec: str | Path, direction: str | None, for_cpu: bool = False) -> Path:
+    """An ONNX export of a model file, cached by file content so the slow export runs once per model.
+
+    `for_cpu` exports the graph rewritten for CPU runtimes (see transgan.export.fast), cached separately.
+    """
     path = resolve_model_path(model_spec)
     # The transgan version is part of the key: a newer exporter may write a better graph.
     digest = hashlib.sha256(path.read_bytes() + __version__.encode()).hexdigest()[:16]
-    cached = cache_dir() / "onnx" / f"{path.stem}-{digest}-{direction or 'default'}.onnx"
+    flavour = "-cpu" if for_cpu else ""
+    cached = cache_dir() / "onnx" / f"{path.stem}-{digest}-{direction or 'default'}{flavour}.onnx"
     if not cached.is_file():
-        export_onnx(path, cached, direction=direction)
+        export_onnx(path, cached, direction=direction, for_cpu=for_cpu)
     return cached
 
 
@@ -261,7 +268,8 @@ def open_engine(
         model = open_model(model_spec)
         net, direction = pick_generator(model, direction)
         return TorchEngine(net, model_metadata(model, net, direction), device, precision, compile=compile)
-    path = Path(model_spec) if is_onnx else exported_onnx(model_spec, direction)
+    # On CPU the export carries the CPU rewrites (Winograd convs...); GPU providers get the plain graph.
+    path = Path(model_spec) if is_onnx else exported_onnx(model_spec, direction, for_cpu=device == "cpu")
     result = OnnxEngine(path, device, tensorrt=engine == "tensorrt", threads=threads)
     if is_onnx and direction is not None and result.info.get("direction") not in (None, direction):
         raise TransganError(f"{model_spec} translates {result.info['direction']}, not {direction}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from transgan.errors import TransganError
@@ -60,6 +61,7 @@ __all__ = [
     "real_statistics",
     "resolve_inception_weights",
     "save_features",
+    "score_features",
     "ssim",
     "to_uint8",
 ]
@@ -124,6 +126,26 @@ def compare_folders(
         fake_features, fake_logits = compute_folder_features(fake, extractor.features_and_logits, batch_size, device)
     else:
         fake_features = compute_folder_features(fake, extractor, batch_size, device)
+    results = score_features(
+        stats, fake_features, kid=kid, pr=pr, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size
+    )
+    if inception:
+        results["inception_score"], results["inception_score_std"] = inception_score(fake_logits)
+    return results
+
+
+def score_features(
+    stats: dict[str, Any],
+    fake_features: np.ndarray,
+    *,
+    kid: bool = False,
+    pr: bool = False,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+) -> dict[str, float]:
+    """FID (and KID, precision/recall) of generated features against reference `stats` (see real_statistics)."""
+    if (kid or pr) and stats["features"] is None:
+        raise TransganError("the reference holds only mean and covariance; KID and precision/recall need its images")
     results: dict[str, float] = {
         "real_count": int(stats["count"]),
         "fake_count": len(fake_features),
@@ -135,6 +157,4 @@ def compare_folders(
         )
     if pr:
         results["precision"], results["recall"] = precision_recall(stats["features"], fake_features)
-    if inception:
-        results["inception_score"], results["inception_score_std"] = inception_score(fake_logits)
     return results

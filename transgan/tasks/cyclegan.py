@@ -20,6 +20,7 @@ from transgan.tasks.translation import (
     as_rgb,
     check_image_options,
     check_input_size,
+    per_sample,
     preprocess_of,
     required_path,
 )
@@ -92,22 +93,33 @@ class CycleGANTask(GANTask):
 
     def forward(self, batch: dict[str, Any]) -> None:
         G_A, G_B = self.networks["G_A"], self.networks["G_B"]
-        self.real_A = batch["A"].to(self.device, non_blocking=True)
-        self.real_B = batch["B"].to(self.device, non_blocking=True)
-        check_input_size(self.real_A, G_A, self.config.arch)
-        self.fake_B = G_A(self.real_A)
-        self.rec_A = G_B(self.fake_B)
-        self.fake_A = G_B(self.real_B)
+        real_A = self.real_A = batch["A"].to(self.device, non_blocking=True)
+        real_B = self.real_B = batch["B"].to(self.device, non_blocking=True)
+        check_input_size(real_A, G_A, self.config.arch)
+        identity = self.config.lambda_identity > 0
+        if not per_sample(self.config):
+            # Batch norm: every pass on its own, as the reference does (batch statistics per call).
+            self.fake_B, self.fake_A = G_A(real_A), G_B(real_B)
+            self.rec_A, self.rec_B = G_B(self.fake_B), G_A(self.fake_A)
+            self.idt_A, self.idt_B = (G_A(real_B), G_B(real_A)) if identity else (None, None)
+            return
+        # Per-sample norm: the six generator passes of a step (fakes, reconstructions, identities) fit in
+        # three calls, since G_B's three inputs are all known once fake_B is. Same values, larger batches.
+        n = real_A.shape[0]
+        out = G_A(torch.cat([real_A, real_B]) if identity else real_A)
+        self.fake_B, self.idt_A = out[:n], (out[n:] if identity else None)
+        out = G_B(torch.cat([self.fake_B, real_B, real_A] if identity else [self.fake_B, real_B]))
+        self.rec_A, self.fake_A, self.idt_B = out[:n], out[n : 2 * n], (out[2 * n :] if identity else None)
         self.rec_B = G_A(self.fake_A)
 
     def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
-        G_A, G_B, D_A, D_B = (self.networks[n] for n in ("G_A", "G_B", "D_A", "D_B"))
+        D_A, D_B = self.networks["D_A"], self.networks["D_B"]
         loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
         if c.lambda_identity > 0:
             # G_A should leave an image that already looks like B unchanged, and G_B likewise for A.
-            loss_idt_A = identity_loss(G_A(self.real_B), self.real_B) * c.lambda_b * c.lambda_identity
-            loss_idt_B = identity_loss(G_B(self.real_A), self.real_A) * c.lambda_a * c.lambda_identity
+            loss_idt_A = identity_loss(self.idt_A, self.real_B) * c.lambda_b * c.lambda_identity
+            loss_idt_B = identity_loss(self.idt_B, self.real_A) * c.lambda_a * c.lambda_identity
         loss_G_A = self.gan_loss.generator(D_A(self.fake_B))
         loss_G_B = self.gan_loss.generator(D_B(self.fake_A))
         loss_cycle_A = cycle_loss(self.rec_A, self.real_A) * c.lambda_a
@@ -118,7 +130,12 @@ class CycleGANTask(GANTask):
         return total, {key: value.detach() for key, value in parts.items()}
 
     def _loss_D_basic(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pred_real, pred_fake = D(real), D(fake.detach())
+        fake = fake.detach()
+        if per_sample(self.config) and not self.config.spectral_norm:
+            # One call on [real; fake]. Not with spectral norm: each call runs a power iteration.
+            pred_real, pred_fake = D(torch.cat([real, fake])).tensor_split(2)
+        else:
+            pred_real, pred_fake = D(real), D(fake)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
         return 0.5 * (loss_real + loss_fake), pred_real.detach().float().mean(), pred_fake.detach().float().mean()
 

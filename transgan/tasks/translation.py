@@ -48,6 +48,13 @@ def required_path(value: str, flag: str) -> str:
     return value
 
 
+def per_sample(config: object) -> bool:
+    """True when the translation networks treat every image of a batch on its own (instance norm or none),
+    so one call on a concatenated batch equals separate calls: fewer, larger convolutions, same result.
+    Batch norm mixes the images (and its running statistics would change), so it keeps separate calls."""
+    return getattr(config, "norm", "batch") != "batch"
+
+
 def check_input_size(images: torch.Tensor, generator: torch.nn.Module, arch: str) -> None:
     """Translators need H and W divisible by their size multiple (256 for unet_256); say so, not crash."""
     multiple = getattr(generator, "size_multiple", 1)

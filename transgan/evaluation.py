@@ -1,0 +1,398 @@
+"""Evaluate a generator on held-out data: translate or generate, then FID/KID/precision-recall, paired metrics."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from transgan.checkpoint import DEFAULT_NORMALIZATION, ModelFile
+from transgan.errors import TransganError
+from transgan.export.onnx import model_metadata, pick_generator
+from transgan.inference.engines import TorchEngine
+from transgan.inference.pipeline import decode, encode, translate_folder
+from transgan.metrics import (
+    Extractor,
+    classifier_accuracy,
+    compute_features,
+    compute_folder_features,
+    extractor_name,
+    feature_statistics,
+    list_images,
+    load_extractor,
+    load_features,
+    paired_metrics,
+    real_statistics,
+    save_features,
+    score_features,
+    to_uint8,
+)
+
+METRICS = ("fid", "kid", "pr", "paired")
+FEATURE_METRICS = frozenset({"fid", "kid", "pr"})
+# What training logs under eval/: scores only, not the image counts.
+LOGGED = ("fid", "kid", "kid_std", "precision", "recall", "l1", "psnr", "ssim", "accuracy")
+# Folder pairs accepted as translation test data: ours (A/, B/) and the reference's unaligned layout.
+DOMAIN_FOLDERS = (("A", "B"), ("testA", "testB"))
+
+
+def parse_metrics(text: str, flag: str = "--eval-metrics") -> frozenset[str]:
+    """A comma-separated metric list ('fid,kid,pr,paired') as a set; unknown names raise."""
+    names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(METRICS))
+    if unknown or not names:
+        raise TransganError(f"{flag} {text!r}: use a comma-separated list of {', '.join(METRICS)}")
+    return frozenset(names)
+
+
+def live_model(networks: dict[str, nn.Module], task: str, **model_file_kwargs: Any) -> ModelFile:
+    """The in-memory twin of the model file `transgan.save(networks, task=task, **model_file_kwargs)` writes."""
+    meta = {
+        "task": task,
+        "primary": model_file_kwargs.get("primary") or next(iter(networks)),
+        "directions": model_file_kwargs.get("directions") or {},
+        "class_names": list(model_file_kwargs.get("class_names") or []),
+        "normalization": model_file_kwargs.get("normalization") or DEFAULT_NORMALIZATION,
+        "extra": model_file_kwargs.get("extra") or {},
+    }
+    return ModelFile(dict(networks), meta)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def translation_folders(data: str | Path, direction: str | None) -> tuple[Path, Path]:
+    """(inputs, targets) of translation test data DIR/A and DIR/B (or testA/testB), swapped for BtoA."""
+    root = Path(data)
+    for a, b in DOMAIN_FOLDERS:
+        if (root / a).is_dir() and (root / b).is_dir():
+            return (root / b, root / a) if direction == "BtoA" else (root / a, root / b)
+    raise TransganError(
+        f"--data {root}: a translation model is evaluated on a folder with A/ and B/ sub-folders "
+        "(inputs and targets; the same file names pair them for L1/PSNR/SSIM)"
+    )
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    return {path.relative_to(folder).with_suffix("").as_posix(): path for path in list_images(folder)}
+
+
+def has_pairs(data: str | Path, direction: str | None = None) -> bool:
+    """Whether translation test data holds pairs: an input and a target with the same relative name."""
+    inputs, targets = translation_folders(data, direction)
+    return bool(_by_stem(inputs).keys() & _by_stem(targets).keys())
+
+
+def _is_class_dataset(path: Path) -> bool:
+    # Sources only the class-dataset readers understand: a .zip of class folders, a folder of MNIST idx files.
+    from transgan.data.classes import find_idx
+
+    if path.suffix == ".npz":  # an .npz is a zip archive too
+        return False
+    return (path.is_file() and zipfile.is_zipfile(path)) or (path.is_dir() and bool(find_idx(path)))
+
+
+def check_reference(data: str | Path, needs_features: bool) -> None:
+    """Fail early on a reference that cannot serve: missing, without images, or a .npz lacking features."""
+    path = Path(data)
+    if path.suffix == ".npz" and path.is_file():
+        if needs_features and load_features(path)["features"] is None:
+            raise TransganError(f"{path} holds only mean and covariance; KID and precision/recall need images")
+    elif not _is_class_dataset(path):
+        list_images(path)  # raises one line for a missing or empty folder
+
+
+def reference_statistics(
+    data: str | Path,
+    extractor: Extractor,
+    *,
+    image_size: int,
+    channels: int,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Statistics of real images for generated samples: a folder or .npz (real_statistics), or a .zip / MNIST
+    idx folder read like training data at the generator's size and channels."""
+    path = Path(data)
+    if not _is_class_dataset(path):
+        return real_statistics(path, extractor, batch_size, device, cache)
+    from transgan.data.classes import class_dataset
+
+    dataset = class_dataset(path, image_size, channels=channels)
+    info = {"extractor": extractor_name(extractor), "folder": str(path.resolve()), "count": len(dataset)}
+    if cache is not None and Path(cache).is_file():
+        stats = load_features(cache)
+        if all(stats.get(key) == value for key, value in info.items()) and stats["features"] is not None:
+            return stats
+
+    def batches() -> Iterator[Tensor]:
+        for first in range(0, len(dataset), batch_size):
+            items = [dataset[(i, i)]["image"] for i in range(first, min(first + batch_size, len(dataset)))]
+            yield to_uint8(torch.stack(items))
+
+    features = compute_features(batches(), extractor, batch_size, device)
+    if cache is not None:
+        save_features(cache, features, **info)
+    mu, sigma = feature_statistics(features)
+    return {"mu": mu, "sigma": sigma, "features": features, **info}
+
+
+# ---------------------------------------------------------------------------------------------- translators
+def _first_inputs(inputs: Path, n: int, work: Path) -> Path:
+    """`inputs` itself, or a folder of links to its first `n` images (relative paths kept, so names still pair)."""
+    files = list_images(inputs)
+    if n >= len(files):
+        return inputs
+    subset = work / "inputs"
+    for path in files[:n]:
+        link = subset / path.relative_to(inputs)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link.symlink_to(path.resolve())
+        except OSError:  # file systems without symlinks
+            shutil.copyfile(path, link)
+    return subset
+
+
+def _resized_copy(folder: Path, size: int, out: Path) -> Path:
+    """Every image of `folder` scaled like `--resize` scales the inputs, as PNG: targets must match outputs."""
+    for path in list_images(folder):
+        encode(decode(path, 3, size), (out / path.relative_to(folder)).with_suffix(".png"))
+    return out
+
+
+def evaluate_translator(
+    engine: TorchEngine,
+    data: str | Path,
+    *,
+    extractor: Extractor | None,
+    metrics: frozenset[str],
+    n: int,
+    batch_size: int,
+    device: str | torch.device,
+    resize: int | None = None,
+    out_dir: str | Path | None = None,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Translate the first `n` inputs of DIR/A (DIR/B for BtoA) into PNGs, then compare them with the targets:
+    L1/PSNR/SSIM by file name ('paired') and FID/KID/precision-recall against the whole target folder."""
+    inputs, targets = translation_folders(data, engine.info.get("direction"))
+    with tempfile.TemporaryDirectory(prefix="transgan-eval-") as scratch:
+        work = Path(scratch)
+        out = Path(out_dir) if out_dir is not None else work / "outputs"
+        summary = translate_folder(
+            engine, _first_inputs(inputs, n, work), out, batch_size=batch_size, resize=resize, overwrite=True, png=True
+        )
+        if summary.translated == 0:
+            raise TransganError(f"--data {data}: none of the inputs in {inputs} could be read")
+        if resize:
+            targets, cache = _resized_copy(targets, resize, work / "targets"), None  # a fresh copy: nothing to reuse
+        results: dict[str, Any] = {"images": summary.translated}
+        if summary.unreadable:
+            results["unreadable"] = len(summary.unreadable)
+        if "paired" in metrics:
+            scores = paired_metrics(out, targets)
+            results.update({key: scores[key] for key in ("pairs", "l1", "psnr", "ssim")})
+        if metrics & FEATURE_METRICS:
+            stats = real_statistics(targets, extractor, batch_size, device, cache)
+            fake = compute_folder_features(out, extractor, batch_size, device)
+            results.update(score_features(stats, fake, kid="kid" in metrics, pr="pr" in metrics))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+def class_counts(n: int, num_classes: int) -> list[int]:
+    """`n` samples spread over classes as evenly as possible (the first n % K classes get one more)."""
+    if num_classes == 0:
+        return [n]
+    return [n // num_classes + (k < n % num_classes) for k in range(num_classes)]
+
+
+@torch.no_grad()
+def evaluate_sampler(
+    G: nn.Module,
+    data: str | Path,
+    *,
+    extractor: Extractor | None,
+    metrics: frozenset[str],
+    n: int,
+    batch_size: int,
+    device: str | torch.device,
+    seed: int = 0,
+    truncation: float | None = None,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    class_names: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Generate `n` samples balanced over classes (chunks of `batch_size`, seeds derived from `seed`), then
+    FID/KID/precision-recall against `data` and, with a classifier, the share classified as requested."""
+    from transgan.tasks.cgan import generate  # the sampling routine of `transgan generate`; needs only G's API
+
+    if "paired" in metrics:
+        raise TransganError("paired metrics (L1/PSNR/SSIM) need a translation model; drop 'paired'")
+    if n < 2:
+        raise TransganError(f"--n {n}: FID needs at least 2 samples")
+    if extractor is not None:
+        check_reference(data, needs_features=bool(metrics & {"kid", "pr"}))  # before minutes of sampling
+    num_classes = int(getattr(G, "num_classes", 0))
+    features, logits, labels = [], [], []
+    chunk_index = 0
+    for k, count in enumerate(class_counts(n, num_classes)):
+        for first in range(0, count, batch_size):
+            size = min(batch_size, count - first)
+            # One seed per chunk: the same --seed and --batch-size give the same samples at every evaluation.
+            images = to_uint8(
+                generate(G, [k] if num_classes else None, size, seed * 1_000_003 + chunk_index, truncation)
+            )
+            chunk_index += 1
+            if out_dir is not None:
+                _save_samples(images, Path(out_dir), class_names[k] if num_classes and class_names else None, first)
+            if extractor is not None:
+                features.append(compute_features(images, extractor, batch_size, device))
+            if classifier is not None:
+                logits.append(classifier(images.to(device)).float().cpu())
+            labels.append(torch.full((size,), k))
+    results: dict[str, Any] = {"samples": n}
+    if extractor is not None and metrics & FEATURE_METRICS:
+        stats = reference_statistics(
+            data,
+            extractor,
+            image_size=G.image_size,
+            channels=G.channels,
+            batch_size=batch_size,
+            device=device,
+            cache=cache,
+        )
+        results.update(score_features(stats, np.concatenate(features), kid="kid" in metrics, pr="pr" in metrics))
+    if classifier is not None:
+        if not num_classes:
+            raise TransganError("--classifier needs a class-conditional model; this one is unconditional")
+        # The logits are already computed: the 'classifier' handed on just passes them through.
+        accuracy = classifier_accuracy(lambda x: x, torch.cat(logits), torch.cat(labels), batch_size)
+        results["accuracy"] = accuracy.overall
+        results["accuracy_worst_class"] = min(accuracy.per_class.values())
+    return results
+
+
+def _save_samples(images: Tensor, out: Path, class_name: str | None, first: int) -> None:
+    from PIL import Image
+
+    folder = out / class_name if class_name else out
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(folder / f"{first + i:05d}.png")
+
+
+# ---------------------------------------------------------------------------------------------- both
+def evaluate_model(
+    model: ModelFile,
+    data: str | Path,
+    *,
+    extractor: Extractor | None = None,
+    metrics: frozenset[str] = frozenset({"fid"}),
+    n: int = 10000,
+    direction: str | None = None,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    truncation: float | None = None,
+    resize: int | None = None,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    out_dir: str | Path | None = None,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Translate (pix2pix, cyclegan) or generate (cgan) with `model`, then measure against `data`.
+
+    Translators: `data` holds A/ and B/; samplers: real images (folder, .npz statistics, .zip or MNIST
+    idx folder). `extractor` is needed for fid/kid/pr; `classifier` (samplers) maps uint8 images to logits.
+    """
+    if n < 1:
+        raise TransganError(f"--n {n}: must be at least 1")
+    if metrics & FEATURE_METRICS and extractor is None:
+        raise TransganError("FID, KID and precision/recall need a feature extractor (--features)")
+    net, direction = pick_generator(model, direction)
+    info = model_metadata(model, net, direction)
+    if info["kind"] == "translator":
+        # channels_last stays off: during training `net` is the live generator, whose layout must not change.
+        engine = TorchEngine(net, info, str(device), "fp32", channels_last=False)
+        return evaluate_translator(
+            engine,
+            data,
+            extractor=extractor,
+            metrics=metrics,
+            n=n,
+            batch_size=batch_size,
+            device=device,
+            resize=resize,
+            out_dir=out_dir,
+            cache=cache,
+        )
+    return evaluate_sampler(
+        net.eval(),
+        data,
+        extractor=extractor,
+        metrics=metrics,
+        n=n,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        truncation=truncation,
+        classifier=classifier,
+        class_names=model.class_names,
+        out_dir=out_dir,
+        cache=cache,
+    )
+
+
+class TrainingEvaluator:
+    """`--eval-every`: checked and set up when training starts (so a missing extractor fails before step 1),
+    then called on rank 0 between steps; returns `eval/<metric>` values to log."""
+
+    def __init__(self, config: Any, model_now: Callable[[], ModelFile], device: torch.device, run_dir: Path):
+        self.model_now, self.device = model_now, device
+        self.metrics = parse_metrics(config.eval_metrics)
+        self.data, self.n = config.eval_data, config.eval_n
+        if not self.data:
+            raise TransganError("--eval-every needs --eval-data DIR: held-out images to evaluate on")
+        if self.n < 2:
+            raise TransganError(f"--eval-n {self.n}: evaluate on at least 2 images")
+        model = model_now()
+        net, direction = pick_generator(model, None)
+        kind = model_metadata(model, net, direction)["kind"]
+        if kind == "translator":
+            list_images(translation_folders(self.data, direction)[1])  # targets: a missing folder fails now
+            if "paired" in self.metrics and not has_pairs(self.data, direction):
+                raise TransganError(
+                    f"--eval-metrics paired: no file in {self.data}'s input folder has a namesake among the targets"
+                )
+        elif "paired" in self.metrics:
+            raise TransganError("--eval-metrics paired needs a translation task (pix2pix, cyclegan)")
+        else:
+            check_reference(self.data, needs_features=bool(self.metrics & {"kid", "pr"}))
+        self.extractor = None
+        if self.metrics & FEATURE_METRICS:
+            weights = config.eval_inception_weights or None
+            self.extractor = load_extractor(config.eval_features, weights, device)
+        # Reference features are computed at the first evaluation and reused, across resumes too.
+        self.cache = Path(run_dir) / "eval" / "reference.npz"
+
+    def __call__(self) -> dict[str, float]:
+        model = self.model_now()
+        modes = {name: net.training for name, net in model.networks.items()}
+        try:
+            results = evaluate_model(
+                model, self.data, extractor=self.extractor, metrics=self.metrics, n=self.n, device=self.device,
+                cache=self.cache,
+            )  # fmt: skip
+        finally:
+            for name, net in model.networks.items():
+                net.train(modes[name])
+        return {f"eval/{key}": float(results[key]) for key in LOGGED if key in results and math.isfinite(results[key])}
