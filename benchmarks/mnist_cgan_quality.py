@@ -32,11 +32,13 @@ def measure(
     truncation: float | None = None,
     root: Path = MNIST,
     judge: MnistClassifier | None = None,
+    against: tuple[int, int] = (TRAIN_STOP, 10000),
 ) -> dict:
-    """Class accuracy and FD of `model` (a file, run dir or pretrained name) against the held-out images."""
+    """Class accuracy and FD of `model` (a file, run dir or pretrained name) against MNIST test-set images
+    [against[0], against[1]): the held-out ones by default; training images to choose between models."""
     started = time.perf_counter()
     judge = judge if judge is not None else classifier(root)
-    held_images, held_labels = load_mnist(TRAIN_STOP, 10000, root)
+    held_images, held_labels = load_mnist(*against, root)
     held_predicted, held_features = predict(judge, held_images)
     G = open_model(model).primary
     fakes = generate(G, list(range(10)), per_class, seed, truncation)
@@ -51,6 +53,7 @@ def measure(
     half = len(held_features) // 2
     return {
         "model": model,
+        "against_images": list(against),
         "samples": len(fakes),
         "class_accuracy": (predicted == requested).float().mean().item(),
         "class_accuracy_per_class": [round(a, 4) for a in per_class_accuracy],
@@ -58,7 +61,7 @@ def measure(
         "within_class_std": round(spread.mean().item(), 4),
         "within_class_std_per_class": [round(v, 4) for v in spread.tolist()],
         "within_class_std_real": round(held_spread.mean().item(), 4),
-        "judge_accuracy_on_held_out": (held_predicted == held_labels).float().mean().item(),
+        "judge_accuracy_on_reference_images": (held_predicted == held_labels).float().mean().item(),
         "frechet_distance_real_half_vs_half": fid_from_features(held_features[:half], held_features[half:]),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -325,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.device, args.size, args.batch_size, args.width = "cpu", [128], [1, 2], 4
         args.steps, args.warmup, args.block, args.num_workers = 2, 1, 1, 0
+        # One thread: on a shared CPU a second one waits for the scheduler at every small op.
+        args.threads = args.threads or 1
     if not args.variants:
         flags = [args.precision] + ["cl"] * args.channels_last + ["compile"] * args.compile
         args.variants = ["+".join(flags)]

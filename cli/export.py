@@ -36,6 +36,9 @@ def export_command(
     ] = None,
     batch: Annotated[int | None, typer.Option(help="fix the batch size instead of dynamic")] = None,
     direction: Annotated[str | None, typer.Option(help="AtoB or BtoA for two-way models (default AtoB)")] = None,
+    for_cpu: Annotated[
+        bool, typer.Option("--for-cpu", help="rewrite convs for CPU runtimes (Winograd 3x3); GPUs: leave off")
+    ] = False,
 ) -> None:
     """Export a generator to ONNX and check ONNX Runtime against PyTorch on a sample input."""
     from transgan.export.onnx import export_onnx
@@ -43,7 +46,9 @@ def export_command(
     if out.suffix.lower() != ".onnx":
         raise TransganError(f"{out}: the output file must end in .onnx")
     shape = parse_size(static_shape, "--static-shape") if static_shape else None
-    report = export_onnx(model, out, direction=direction, fp16=fp16, opset=opset, static_shape=shape, batch=batch)
+    report = export_onnx(
+        model, out, direction=direction, fp16=fp16, opset=opset, static_shape=shape, batch=batch, for_cpu=for_cpu
+    )
     typer.echo(report.summary())
 
 

@@ -54,6 +54,7 @@ VARIANTS = {
     "cbn-acgan": {"projection": False, "aux_weight": 1.0, "loss": "nonsaturating"},
     "cbn-infogan": {"info_categorical": 3, "info_continuous": 2, "loss": "lsgan"},
     "dcgan-vanilla": {"arch": "dcgan"},
+    "dcgan-mode-seeking": {"arch": "dcgan", "real_label": 0.9, "mode_seeking": 1.0},
     "dcgan-wgan-gp": {"arch": "dcgan", "loss": "wgan-gp"},
     "dcgan-uncond": {"arch": "dcgan", "conditional": False},
     "cbn-uncond-wgan-gp": {"conditional": False, "loss": "wgan-gp", "n_critic": 2},
@@ -194,3 +195,15 @@ def test_shipped_model_varies_within_a_class():
     for k in (1, 7):
         samples = generate(G, [k], n=64, seed=0)
         assert within_class_spread(samples, None, 0) > 0.15, f"class {k}"
+
+
+def test_mode_seeking_penalises_a_generator_that_ignores_its_noise(shapes, tmp_path):
+    from transgan.tasks.cgan import mode_seeking_ratio
+
+    z, z2 = torch.randn(6, 8), torch.randn(6, 8)
+    same = torch.rand(6, 1, 4, 4)
+    assert mode_seeking_ratio(same, same.clone(), z, z2) == 0  # collapsed: the penalty 1/ratio is huge
+    moved = same + 0.5
+    assert mode_seeking_ratio(same, moved, z, z2) == pytest.approx(0.5 / (z - z2).abs().mean().item())
+    with pytest.raises(TransganError, match="--mode-seeking -1"):
+        train_few(shapes, tmp_path / "run", mode_seeking=-1.0)

@@ -257,7 +257,8 @@ def test_missing_inception_weights_fail_at_start(tmp_path, pairs, monkeypatch):
     config = quiet_config(tmp_path / "run", steps=2, eval_every=1, eval_data=str(pairs))
     with pytest.raises(TransganError) as error:
         build_trainer("pix2pix", Pix2PixConfig(data=str(pairs), **TINY_NETS), config)  # before any step
-    assert "\n" not in str(error.value) and "--inception-weights PATH" in str(error.value)
+    message = str(error.value)
+    assert "\n" not in message and "--eval-inception-weights PATH" in message and "--eval-features PATH" in message
     assert not (tmp_path / "run").exists()
 
 
@@ -268,7 +269,7 @@ def test_missing_inception_weights_fail_at_start(tmp_path, pairs, monkeypatch):
         ({"eval_metrics": "fid,bleu"}, "--eval-metrics"),
         ({"eval_n": 1}, "--eval-n 1"),
         ({"eval_data": "SAME/A"}, "A/ and B/ sub-folders"),
-        ({"eval_features": "missing.pt"}, "--features missing.pt"),
+        ({"eval_features": "missing.pt"}, "--eval-features missing.pt"),
     ],
 )
 def test_eval_options_are_checked_at_start(tmp_path, pairs, changes, message):

@@ -27,7 +27,7 @@ def small_generator(arch: str, **extra) -> torch.nn.Module:
     # Same name, same type: `channels` is a width string for mobile_resnet but the image channels elsewhere.
     config = {key: value for key, value in SMALL.items() if isinstance(options.get(key), type(value))}
     torch.manual_seed(0)
-    net = build_network(arch, **config, **extra).eval()
+    net = build_network(arch, **{**config, **extra}).eval()
     # Weights of a trained net's scale: the init's std 0.02 makes every output ~0 and parity trivial.
     with torch.no_grad():
         for parameter in net.parameters():
@@ -173,3 +173,55 @@ def test_clear_errors(tmp_path):
     with pytest.raises(TransganError, match="multiples of 4"):
         export_onnx(small_generator("resnet_6blocks"), tmp_path / "x.onnx", static_shape=(30, 30))
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("size", [(12, 12), (9, 14)])
+def test_winograd_conv_matches_the_direct_conv(padding, size):
+    """Any height and width (tiles are padded and cropped), with and without the conv's own zero padding."""
+    from transgan.export.fast import WinogradConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 72, 3, padding=padding)
+    torch.nn.init.normal_(conv.weight, 0.0, (64 * 9) ** -0.5)
+    x = torch.randn(2, 64, *size)
+    with torch.no_grad():
+        expected, ours = conv(x), WinogradConv2d(conv)(x)
+    assert ours.shape == expected.shape
+    assert (ours - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("padding", [0, 3])
+def test_few_output_conv_as_transposed_conv_matches(padding):
+    from transgan.export.fast import FewOutputConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 3, 7, padding=padding)
+    x = torch.randn(2, 16, 11, 13)
+    with torch.no_grad():
+        expected, ours = conv(x), FewOutputConv2d(conv)(x)
+    assert ours.shape == expected.shape and (ours - expected).abs().max() < 1e-5
+
+
+def test_cpu_rewrites_keep_the_network_output_and_leave_the_original_alone():
+    from transgan.export.fast import FewOutputConv2d, WinogradConv2d, optimize_for_cpu
+
+    net = small_generator("resnet_6blocks", ngf=16)  # 64-channel residual convs: the Winograd ones
+    fast, applied = optimize_for_cpu(net)
+    assert applied == ["few_output_conv_transpose", "winograd_f4x4_3x3"]
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 12
+    assert sum(isinstance(m, FewOutputConv2d) for m in fast.modules()) == 1
+    assert not any(isinstance(m, (WinogradConv2d, FewOutputConv2d)) for m in net.modules())
+    x = torch.rand(1, 3, 36, 44) * 2 - 1
+    with torch.no_grad():
+        assert (fast(x) - net(x)).abs().max() < 1e-4
+
+
+def test_for_cpu_export_records_its_rewrites_and_refuses_fp16(tmp_path):
+    net = small_generator("mobile_resnet")  # 4-channel widths: only the 3-output final conv is rewritten
+    report = export_onnx(net, tmp_path / "cpu.onnx", for_cpu=True)
+    assert report.metadata["rewrites"] == ["few_output_conv_transpose"] and report.max_abs_diff < 1e-4
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "cpu.onnx")).graph.node}
+    assert "ConvTranspose" in ops
+    with pytest.raises(TransganError, match="--for-cpu and --fp16"):
+        export_onnx(net, tmp_path / "x.onnx", for_cpu=True, fp16=True)

@@ -118,7 +118,9 @@ def setup(device_option: str) -> ProcessInfo:
         # Checked here first: torch's own store client logs a C++ stack trace for every failed attempt.
         raise unreachable(f"nothing answered for {wait.total_seconds():g} s")
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=wait)
+        # device_id binds NCCL to this process's GPU now (barriers then know which GPU to use).
+        bound = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=wait, **bound)
     except (RuntimeError, TimeoutError, ValueError) as error:  # DistNetworkError/DistStoreError are RuntimeErrors
         raise unreachable((str(error).strip().splitlines() or [type(error).__name__])[0][:200]) from error
     _created_group = True

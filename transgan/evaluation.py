@@ -380,7 +380,7 @@ class TrainingEvaluator:
         self.extractor = None
         if self.metrics & FEATURE_METRICS:
             weights = config.eval_inception_weights or None
-            self.extractor = load_extractor(config.eval_features, weights, device)
+            self.extractor = load_extractor(config.eval_features, weights, device, flag_prefix="eval-")
         # Reference features are computed at the first evaluation and reused, across resumes too.
         self.cache = Path(run_dir) / "eval" / "reference.npz"
 

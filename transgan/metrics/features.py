@@ -148,11 +148,11 @@ def _input_channels(net: nn.Module) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------- Inception
-def resolve_inception_weights(path: str | Path | None = None) -> Path:
+def resolve_inception_weights(path: str | Path | None = None, flag_prefix: str = "") -> Path:
     """The Inception weights file: `path`, else $TRANSGAN_INCEPTION_WEIGHTS, else torch hub's cache (downloading)."""
     how_to = (
-        f"download {INCEPTION_URL} on a machine with network and pass --inception-weights PATH "
-        f"(or set {WEIGHTS_ENV}=PATH), or pass --features PATH for another feature extractor"
+        f"download {INCEPTION_URL} on a machine with network and pass --{flag_prefix}inception-weights PATH "
+        f"(or set {WEIGHTS_ENV}=PATH), or pass --{flag_prefix}features PATH for another feature extractor"
     )
     given = path or os.environ.get(WEIGHTS_ENV)
     if given:
@@ -197,9 +197,11 @@ class InceptionExtractor(nn.Module):
         return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def inception_extractor(weights: str | Path | None = None, device: str | torch.device = "cpu") -> InceptionExtractor:
+def inception_extractor(
+    weights: str | Path | None = None, device: str | torch.device = "cpu", flag_prefix: str = ""
+) -> InceptionExtractor:
     """The standard FID feature extractor (torch-fidelity's port of the TF Inception), on `device`, in eval mode."""
-    path = resolve_inception_weights(weights)
+    path = resolve_inception_weights(weights, flag_prefix)
     # torch-fidelity unpickles the file; opening it here first with weights_only=True refuses code in it,
     # and a look at the classifier's shape rejects another network's weights before building Inception.
     try:
@@ -256,14 +258,19 @@ def load_features(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_extractor(spec: str, inception_weights: str | Path | None = None, device: str | torch.device = "cpu"):
-    """'inception', or a transgan model (.safetensors), torch.export (.pt2) or TorchScript file, as an extractor."""
+def load_extractor(
+    spec: str, inception_weights: str | Path | None = None, device: str | torch.device = "cpu", flag_prefix: str = ""
+):
+    """'inception', or a transgan model (.safetensors), torch.export (.pt2) or TorchScript file, as an extractor.
+
+    Errors name the options --{flag_prefix}features and --{flag_prefix}inception-weights ('eval-' in training).
+    """
     if spec == "inception":
-        return inception_extractor(inception_weights, device)
+        return inception_extractor(inception_weights, device, flag_prefix)
     path = Path(spec)
     if not path.is_file():
         raise TransganError(
-            f"--features {spec}: neither 'inception' nor an existing TorchScript or transgan model file"
+            f"--{flag_prefix}features {spec}: neither 'inception' nor an existing TorchScript or transgan model file"
         )
     if path.suffix == ".safetensors":
         from transgan.checkpoint import load  # imported here: metrics need no network code for Inception
@@ -274,7 +281,7 @@ def load_extractor(spec: str, inception_weights: str | Path | None = None, devic
             net = torch.export.load(str(path)).module()  # exported in eval mode; it cannot be switched
         except LOAD_ERRORS as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise TransganError(f"--features {path}: not a torch.export program ({reason})") from None
+            raise TransganError(f"--{flag_prefix}features {path}: not a torch.export program ({reason})") from None
     else:
         try:
             with warnings.catch_warnings():
@@ -282,6 +289,6 @@ def load_extractor(spec: str, inception_weights: str | Path | None = None, devic
                 net = torch.jit.load(str(path), map_location=device).eval()
         except LOAD_ERRORS as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise TransganError(f"--features {path}: not a TorchScript file ({reason})") from None
+            raise TransganError(f"--{flag_prefix}features {path}: not a TorchScript file ({reason})") from None
     # No .eval() on the wrapper: an exported program refuses train()/eval(); each net above is in eval mode.
     return FloatInput(net, name=path.name).to(device)

@@ -50,6 +50,9 @@ class CGANConfig:
     info_continuous: int = option(0, "cbn: InfoGAN continuous codes (0: none)")
     info_weight: float = option(1.0, "weight of the InfoGAN mutual-information loss")
     real_label: float = option(1.0, "target for real images (vanilla/lsgan; below 1: one-sided smoothing)")
+    mode_seeking: float = option(
+        0.0, "weight of the mode-seeking term (Mao et al. 2019) that stops G ignoring its noise; 0 disables it"
+    )
 
 
 def loss_name(config: CGANConfig) -> str:
@@ -71,6 +74,8 @@ def check_config(config: CGANConfig) -> None:
         raise TransganError("--aux-weight (ACGAN) needs class labels; drop --no-conditional")
     if config.n_critic < 0:
         raise TransganError(f"--n-critic {config.n_critic}: must be 1 or more (0: the loss's default)")
+    if config.mode_seeking < 0:
+        raise TransganError(f"--mode-seeking {config.mode_seeking}: must be 0 (off) or positive (e.g. 1)")
     if config.channels not in (0, 1, 3):
         raise TransganError(f"--channels {config.channels}: use 1 or 3 (0 takes it from the data)")
 
@@ -215,6 +220,13 @@ class CGANTask(GANTask):
             info = self._info_loss(h_fake)
             loss = loss + info
             metrics["G/info"] = info.detach()
+        if config.mode_seeking > 0:
+            # A second sample of each class with other noise (MSGAN): G pays when it maps both to one image.
+            G, n = self.networks["G"], self.real.shape[0]
+            z2 = G.sample_latent(n).to(self.device)
+            ratio = mode_seeking_ratio(self.fake, G(z2, self.labels), self.z, z2)
+            loss = loss + config.mode_seeking / (ratio + 1e-5)
+            metrics["G/mode_seeking_ratio"] = ratio.detach()
         if self.real.shape[0] > 1:
             # Spread of fakes over spread of reals, within each class: across mixed classes the class
             # differences alone look diverse and hide a generator that ignores its noise. health.py warns.
@@ -265,6 +277,14 @@ def generator_of(G: nn.Module) -> nn.Module:
     if not hasattr(G, "sample_latent"):
         raise TransganError(f"this model's network ({type(G).__name__}) is not a sampler; use a model of task 'cgan'")
     return G
+
+
+def mode_seeking_ratio(fake: torch.Tensor, fake2: torch.Tensor, z: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Mean image distance over mean noise distance of two samples per label (MSGAN, Mao et al. 2019).
+
+    G minimises its inverse: a generator that maps different noise to the same image pays for it.
+    """
+    return (fake - fake2).float().abs().mean() / (z - z2).float().abs().mean()
 
 
 @torch.no_grad()
