@@ -59,7 +59,8 @@ def run(
     fakes = generate(model.primary, list(range(10)), 8, seed=0)
     grid = out / "fakes_by_class.png"  # one row of 8 per class (the trainer's grids only come every N steps)
     save_image(make_grid(fakes, nrow=8, normalize=True, value_range=(-1, 1), pad_value=1.0), grid)
-    reals = torch.stack([trainer.task.dataset[(i, 0)]["image"] for i in range(0, 50000, 625)])
+    dataset = trainer.task.dataset  # 80 real images spread over the whole set, for the statistics below
+    reals = torch.stack([dataset[(i, 0)]["image"] for i in range(0, len(dataset), max(1, len(dataset) // 80))][:80])
     return {
         "data": str(data),
         "classes": model.class_names,

@@ -68,12 +68,13 @@ def model_rows(variants: dict, batches: list[int], rounds: int) -> list[dict]:
     """Each (variant, batch) once per round, rounds interleaved; median latency and images/s."""
     times: dict[tuple[str, int], list[float]] = {}
     inputs = {b: np.random.default_rng(0).uniform(-1, 1, (b, 3, 256, 256)).astype(np.float32) for b in batches}
-    for engine in variants.values():
-        for b in batches:
+    # One batch size at a time: a session that sees a new input shape re-plans its kernels (cuDNN algorithm
+    # search, TensorRT engines), so alternating shapes would time the planning, not the model.
+    for b in batches:
+        for engine in variants.values():
             time_once(engine, inputs[b])  # warm-up: allocation, autotuning, TensorRT/cuDNN plans
-    for _ in range(rounds):
-        for key, engine in variants.items():
-            for b in batches:
+        for _ in range(rounds):
+            for key, engine in variants.items():
                 times.setdefault((key, b), []).append(time_once(engine, inputs[b]))
     rows = []
     for (key, b), seconds in times.items():

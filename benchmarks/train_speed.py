@@ -262,7 +262,7 @@ def measure(task_name: str, size: int, batch_size: int, args: argparse.Namespace
     device = torch.device(args.device)
     config = task_config(task_name, size, args.width)
     train = TrainConfig(
-        out=str(out_dir / f"{task_name}_{size}_{batch_size}"), steps=NO_EVENTS, batch_size=batch_size,
+        out=str(out_dir / f"{task_name}_{size}_{batch_size}"), batch_size=batch_size,
         device=args.device, num_workers=args.num_workers, log_every=NO_EVENTS, sample_every=NO_EVENTS,
         checkpoint_every=NO_EVENTS, progress=False, tensorboard=False, seed=args.seed,
     )  # fmt: skip

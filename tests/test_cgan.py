@@ -54,7 +54,7 @@ VARIANTS = {
     "cbn-acgan": {"projection": False, "aux_weight": 1.0, "loss": "nonsaturating"},
     "cbn-infogan": {"info_categorical": 3, "info_continuous": 2, "loss": "lsgan"},
     "dcgan-vanilla": {"arch": "dcgan"},
-    "dcgan-mode-seeking": {"arch": "dcgan", "real_label": 0.9, "mode_seeking": 1.0},
+    "dcgan-mode-seeking": {"arch": "dcgan", "loss": "vanilla", "real_label": 0.9, "mode_seeking": 1.0},
     "dcgan-wgan-gp": {"arch": "dcgan", "loss": "wgan-gp"},
     "dcgan-uncond": {"arch": "dcgan", "conditional": False},
     "cbn-uncond-wgan-gp": {"conditional": False, "loss": "wgan-gp", "n_critic": 2},

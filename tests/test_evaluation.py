@@ -134,6 +134,8 @@ def test_eval_model_translator_resize_scales_targets_too(tmp_path, pairs, extrac
     model = open_model(translator_file(tmp_path))
     scores = evaluate_model(model, pairs, metrics=frozenset({"paired"}), resize=16, out_dir=tmp_path / "out")
     assert Image.open(tmp_path / "out" / "000.png").size == (16, 16) and scores["pairs"] == 6
+    with pytest.raises(TransganError, match="not empty"):
+        evaluate_model(model, pairs, metrics=frozenset({"paired"}), out_dir=tmp_path / "out")
 
 
 def test_eval_model_sampler_balanced_samples_accuracy_and_fid(tmp_path, extractor_file):

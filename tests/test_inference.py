@@ -116,3 +116,28 @@ def test_gan_compression_model_reproduces_its_outputs(real_data, tmp_path, monke
             theirs = np.asarray(Image.open(expected / name), dtype=np.int16)
             difference = np.abs(ours - theirs)
             assert difference.mean() <= 1 and difference.max() <= 2, (label, name)
+
+
+def test_engine_that_replans_per_shape_sees_one_batch_shape_and_same_outputs(tiny_model, tmp_path):
+    """GPU ONNX Runtime re-plans kernels per input shape: the pipeline pads the short last batch instead."""
+    _, onnx_path = tiny_model
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(tmp_path / f"in_{i}.png")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in tmp_path.glob("in_*.png"):
+        shutil.move(path, inputs / path.name)
+
+    engine = open_engine(onnx_path, device="cpu")
+    shapes = []
+    run = engine.run
+    engine.run = lambda batch, labels=None: shapes.append(batch.shape) or run(batch, labels)
+    translate_folder(engine, inputs, tmp_path / "plain", batch_size=2)
+    assert [s[0] for s in shapes] == [2, 2, 1]
+    shapes.clear()
+    engine.replans_per_shape = True
+    translate_folder(engine, inputs, tmp_path / "padded", batch_size=2)
+    assert [s[0] for s in shapes] == [2, 2, 2]
+    for path in sorted((tmp_path / "plain").iterdir()):
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "padded" / path.name)))

@@ -184,6 +184,9 @@ def evaluate_translator(
     """Translate the first `n` inputs of DIR/A (DIR/B for BtoA) into PNGs, then compare them with the targets:
     L1/PSNR/SSIM by file name ('paired') and FID/KID/precision-recall against the whole target folder."""
     inputs, targets = translation_folders(data, engine.info.get("direction"))
+    if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+        # Every image in the folder is measured: leftovers of another run would be counted too.
+        raise TransganError(f"--out {out_dir}: not empty; give a new or empty folder for the translated images")
     with tempfile.TemporaryDirectory(prefix="transgan-eval-") as scratch:
         work = Path(scratch)
         out = Path(out_dir) if out_dir is not None else work / "outputs"

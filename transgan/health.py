@@ -42,6 +42,7 @@ def diagnose(rows: list[dict[str, Any]]) -> list[str]:
     if len(diversity) == WINDOW and max(diversity) < 0.1:
         warnings.append(
             f"mode collapse: generated samples vary {max(diversity):.0%} as much as real ones; "
-            "try minibatch-independent losses (hinge, WGAN-GP), a lower G learning rate or restart from a checkpoint"
+            "try --mode-seeking 1 (cgan), hinge loss with a spectral-norm D, a lower G learning rate "
+            "or restart from a checkpoint"
         )
     return warnings

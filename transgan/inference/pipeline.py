@@ -178,7 +178,7 @@ def translate_folder(
             good = [job for job in batch if job.error is None]
             if not good:
                 continue
-            for job, pixels in zip(good, _translate_batch(engine, good)):
+            for job, pixels in zip(good, _translate_batch(engine, good, batch_size)):
                 job.pixels = None
                 pending.append((encoders.submit(encode, pixels, job.target), job))
             # Drain finished writes so progress follows the files on disk and memory stays bounded.
@@ -235,10 +235,14 @@ def _batches(jobs: Iterator[Job], info: dict, batch_size: int) -> Iterator[list[
     yield from groups.values()
 
 
-def _translate_batch(engine: Engine, batch: list[Job]) -> list[np.ndarray]:
+def _translate_batch(engine: Engine, batch: list[Job], batch_size: int) -> list[np.ndarray]:
     normalization = engine.info.get("normalization") or {"mean": 0.5, "std": 0.5}
     mean, std = float(normalization["mean"]), float(normalization["std"])
-    output = engine.run(to_network(np.stack([job.pixels for job in batch]), mean, std))
+    images = np.stack([job.pixels for job in batch])
+    if engine.replans_per_shape and len(batch) < batch_size:
+        # A short batch would be a new input shape: repeat the last image instead (its outputs are dropped).
+        images = np.concatenate([images, np.repeat(images[-1:], batch_size - len(batch), axis=0)])
+    output = engine.run(to_network(images, mean, std))[: len(batch)]
     pixels = from_network(output, mean, std)
     # Crop the padding back off: outputs have the input's size.
     return [image[: job.source_size[0], : job.source_size[1]] for image, job in zip(pixels, batch)]
