@@ -18,6 +18,15 @@ app = typer.Typer(
 )
 
 
+# Options shared by `eval fid` and `eval model`, declared once.
+KidOption = Annotated[bool, typer.Option("--kid", help="also the Kernel Inception Distance (mean, std)")]
+PrOption = Annotated[bool, typer.Option("--pr", help="also precision and recall (k=3 nearest neighbours)")]
+InceptionWeightsOption = Annotated[
+    Path | None,
+    typer.Option(help="FID Inception weights file (default: $TRANSGAN_INCEPTION_WEIGHTS, else download)"),
+]
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -40,16 +49,13 @@ def _report(results: dict[str, Any], as_json: bool, title: str) -> None:
 def fid(
     real_dir: Annotated[Path, typer.Argument(help="real images (folder, searched recursively) or a statistics .npz")],
     fake_dir: Annotated[Path, typer.Argument(help="generated images (folder, searched recursively)")],
-    kid: Annotated[bool, typer.Option("--kid", help="also the Kernel Inception Distance (mean, std)")] = False,
-    pr: Annotated[bool, typer.Option("--pr", help="also precision and recall (k=3 nearest neighbours)")] = False,
+    kid: KidOption = False,
+    pr: PrOption = False,
     inception_score: Annotated[bool, typer.Option("--is", help="also the Inception Score of the fake images")] = False,
     features: Annotated[
         str, typer.Option(help="'inception', or a TorchScript / transgan model file to take features from")
     ] = "inception",
-    inception_weights: Annotated[
-        Path | None,
-        typer.Option(help="FID Inception weights file (default: $TRANSGAN_INCEPTION_WEIGHTS, else download)"),
-    ] = None,
+    inception_weights: InceptionWeightsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 50,
     device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1', ...")] = "auto",
     cache_stats: Annotated[
@@ -100,18 +106,15 @@ def model_command(
     n: Annotated[
         int, typer.Option("--n", min=1, help="images to generate, or inputs to translate (the first N)")
     ] = 10000,
-    kid: Annotated[bool, typer.Option("--kid", help="also the Kernel Inception Distance (mean, std)")] = False,
-    pr: Annotated[bool, typer.Option("--pr", help="also precision and recall (k=3 nearest neighbours)")] = False,
+    kid: KidOption = False,
+    pr: PrOption = False,
     no_fid: Annotated[
         bool, typer.Option("--no-fid", help="skip feature metrics (translation: L1/PSNR/SSIM only, no extractor)")
     ] = False,
     features: Annotated[
         str, typer.Option(help="'inception', or a TorchScript / .pt2 / transgan model file to take features from")
     ] = "inception",
-    inception_weights: Annotated[
-        Path | None,
-        typer.Option(help="FID Inception weights file (default: $TRANSGAN_INCEPTION_WEIGHTS, else download)"),
-    ] = None,
+    inception_weights: InceptionWeightsOption = None,
     classifier: Annotated[
         Path | None,
         typer.Option(
