@@ -36,9 +36,9 @@ def generate_command(
     """Generate images of a class from a trained cgan model (or an unconditional one)."""
     import torch
 
+    from transgan.inference.sampling import class_index, generate
+    from transgan.inference.sampling import interpolate as interpolate_classes
     from transgan.models import open_model
-    from transgan.tasks.cgan import class_index, generate
-    from transgan.tasks.cgan import interpolate as interpolate_classes
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

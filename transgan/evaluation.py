@@ -19,6 +19,7 @@ from transgan.errors import TransganError
 from transgan.export.onnx import model_metadata, pick_generator
 from transgan.inference.engines import TorchEngine
 from transgan.inference.pipeline import decode, encode, translate_folder
+from transgan.inference.sampling import generate
 from transgan.metrics import (
     Extractor,
     classifier_accuracy,
@@ -237,8 +238,6 @@ def evaluate_sampler(
 ) -> dict[str, Any]:
     """Generate `n` samples balanced over classes (chunks of `batch_size`, seeds derived from `seed`), then
     FID/KID/precision-recall against `data` and, with a classifier, the share classified as requested."""
-    from transgan.tasks.cgan import generate  # the sampling routine of `transgan generate`; needs only G's API
-
     if "paired" in metrics:
         raise TransganError("paired metrics (L1/PSNR/SSIM) need a translation model; drop 'paired'")
     if n < 2:
