@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,10 @@ def save_torchscript(net: MnistClassifier, folder: Path) -> tuple[Path, Path]:
     """The judge as two TorchScript files for `transgan eval`: `--features` (128-d) and `--classifier` (logits)."""
     folder.mkdir(parents=True, exist_ok=True)
     features, logits = folder / "mnist_features.pt", folder / "mnist_logits.pt"
-    torch.jit.script(net.body.eval()).save(str(features))
-    torch.jit.script(net.eval()).save(str(logits))
+    with warnings.catch_warnings():  # TorchScript is what `eval --features` loads; its deprecation notice is noise
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net.body.eval()).save(str(features))
+        torch.jit.script(net.eval()).save(str(logits))
     return features, logits
 
 
