@@ -20,6 +20,7 @@ from transgan.tasks.translation import (
     as_rgb,
     check_image_options,
     check_input_size,
+    discriminate_pair,
     per_sample,
     preprocess_of,
     required_path,
@@ -130,12 +131,7 @@ class CycleGANTask(GANTask):
         return total, {key: value.detach() for key, value in parts.items()}
 
     def _loss_D_basic(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fake = fake.detach()
-        if per_sample(self.config) and not self.config.spectral_norm:
-            # One call on [real; fake]. Not with spectral norm: each call runs a power iteration.
-            pred_real, pred_fake = D(torch.cat([real, fake])).tensor_split(2)
-        else:
-            pred_real, pred_fake = D(real), D(fake)
+        pred_real, pred_fake = discriminate_pair(D, self.config, real, fake.detach())
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
         return 0.5 * (loss_real + loss_fake), pred_real.detach().float().mean(), pred_fake.detach().float().mean()
 

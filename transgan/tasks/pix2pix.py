@@ -18,7 +18,7 @@ from transgan.tasks.translation import (
     as_rgb,
     check_image_options,
     check_input_size,
-    per_sample,
+    discriminate_pair,
     preprocess_of,
     required_path,
 )
@@ -120,11 +120,7 @@ class Pix2PixTask(GANTask):
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         D = self.networks["D"]
         fake_AB, real_AB = torch.cat([self.real_A, self.fake_B.detach()], 1), torch.cat([self.real_A, self.real_B], 1)
-        if per_sample(self.config) and not self.config.spectral_norm:
-            # One call on [fake; real] (same values with a per-sample norm; spectral norm iterates per call).
-            pred_fake, pred_real = D(torch.cat([fake_AB, real_AB])).tensor_split(2)
-        else:
-            pred_fake, pred_real = D(fake_AB), D(real_AB)
+        pred_fake, pred_real = discriminate_pair(D, self.config, fake_AB, real_AB)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
         scores = {"D/real": pred_real.detach().float().mean(), "D/fake": pred_fake.detach().float().mean()}
         return 0.5 * (loss_real + loss_fake), scores

@@ -55,6 +55,17 @@ def per_sample(config: object) -> bool:
     return getattr(config, "norm", "batch") != "batch"
 
 
+def discriminate_pair(
+    D: torch.nn.Module, config: object, first: torch.Tensor, second: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's predictions for two batches: one call on [first; second] when that gives the same values (a
+    per-sample norm and no spectral norm, whose power iteration steps once per call), else two calls."""
+    if per_sample(config) and not getattr(config, "spectral_norm", False):
+        pred_first, pred_second = D(torch.cat([first, second])).tensor_split(2)
+        return pred_first, pred_second
+    return D(first), D(second)
+
+
 def check_input_size(images: torch.Tensor, generator: torch.nn.Module, arch: str) -> None:
     """Translators need H and W divisible by their size multiple (256 for unet_256); say so, not crash."""
     multiple = getattr(generator, "size_multiple", 1)
