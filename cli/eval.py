@@ -28,9 +28,9 @@ InceptionWeightsOption = Annotated[
 
 
 def _device(name: str) -> str:
-    import torch
+    from transgan.inference.engines import resolve_device  # the one --device rule (and error) of inference
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return resolve_device(name)
 
 
 def _report(results: dict[str, Any], as_json: bool, title: str) -> None:

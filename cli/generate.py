@@ -34,14 +34,13 @@ def generate_command(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
 ) -> None:
     """Generate images of a class from a trained cgan model (or an unconditional one)."""
-    import torch
 
+    from transgan.inference.engines import resolve_device
     from transgan.inference.sampling import class_index, generate
     from transgan.inference.sampling import interpolate as interpolate_classes
     from transgan.models import open_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model_file = open_model(model, device)
     G, names = model_file.primary, model_file.class_names
     labels = [class_index(names, value) for value in classes or []]
