@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from transgan.config import TrainConfig, to_dict
 from transgan.errors import TransganError
 from transgan.registry import TASKS
+from transgan.run_config import RunConfig
 from transgan.trainer import GANTrainer
 
 DATA = Path(os.environ.get("TRANSGAN_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -199,8 +200,7 @@ def build_pair(
     trainers = {}
     for task, variant in zip(tasks, variants):
         variant_train = TrainConfig(**{**to_dict(train), **parse_variant(variant)})
-        run_config = {"task": task_name, "train": to_dict(variant_train), "model": to_dict(config)}
-        trainers[variant] = GANTrainer(task, variant_train, run_config)
+        trainers[variant] = GANTrainer(task, RunConfig(task_name, config, variant_train))
     return plain, trainers
 
 

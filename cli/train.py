@@ -15,7 +15,7 @@ import typer.main
 from transgan.cli.options import dataclass_parameters, given
 from typer.core import TyperGroup
 
-from transgan.config import TrainConfig, dump_toml, from_dict, load_toml, to_dict
+from transgan.config import TrainConfig
 from transgan.errors import TransganError
 from transgan.registry import TASKS, PluginWarning
 
@@ -48,68 +48,38 @@ app = typer.Typer(
 
 
 def run_train_command(task_name: str, values: dict[str, Any]) -> None:
-    """Layer the options (defaults < --config file < command line), then train or resume."""
-    from transgan.train import resume, train  # imported here: `transgan --help` stays light
-    from transgan.trainer import TrainingInterrupted
+    """Layer the options (defaults < --config file < command line), then train, resume or launch processes."""
+    from transgan.stopping import TrainingInterrupted  # imported here: `transgan --help` stays light
+    from transgan.train import fit, plan_run
 
-    try:
-        _run_train_command(task_name, values, resume, train)
-    except TrainingInterrupted:
-        if int(os.environ.get("RANK", "0")) > 0:  # under torchrun: rank 0 says it, the others stop quietly
-            raise typer.Exit(130) from None
-        raise
-
-
-def _run_train_command(task_name: str, values: dict[str, Any], resume: Any, train: Any) -> None:
     task_class = TASKS.get(task_name)
-    if values.get("resume") is not None:
-        run_dir = values["resume"]
-        unexpected = sorted(set(given(values, task_class.config_class)) | set(given(values, TrainConfig)) - {"steps"})
-        if unexpected:
-            names = ", ".join("--" + name.replace("_", "-") for name in unexpected)
-            raise TransganError(f"--resume continues with the run's stored config; only --steps may change ({names})")
-        if _launches(values):
-            from transgan.train import load_run_config
-
-            steps = ["--steps", str(values["steps"])] if values.get("steps") is not None else []
-            device = load_run_config(run_dir)[2].device
-            return _launch(values["nproc"], ["train", task_name, "--resume", str(run_dir), *steps], device)
-        path = resume(run_dir, steps=values.get("steps"))
-    else:
-        stored = load_toml(values["config"]) if values.get("config") else {}
-        unknown = sorted(set(stored) - {"task", "train", "model"})
-        if unknown:
-            raise TransganError(f"{values['config']}: unknown section {', '.join(unknown)}; use [train] and [model]")
-        if stored.get("task", task_name) != task_name:
-            raise TransganError(f"{values['config']} is a config for task '{stored['task']}', not '{task_name}'")
-        model = {**stored.get("model", {}), **given(values, task_class.config_class)}
-        train_options = {**stored.get("train", {}), **given(values, TrainConfig)}
-        task_config = from_dict(task_class.config_class, model, "model options")
-        train_config = from_dict(TrainConfig, train_options, "train options")
-        if _launches(values):
-            return _launch_new_run(values["nproc"], task_name, task_config, train_config)
-        path = train(task_name, task_config, train_config)
+    model_options = given(values, task_class.config_class)
+    train_options = given(values, TrainConfig)
+    resume_option = None if values.get("resume") is None else str(values["resume"])
+    run, resuming = plan_run(task_name, resume_option, values.get("config"), model_options, train_options)
+    if values.get("nproc") is not None and values["nproc"] != 1:
+        return _launch(values["nproc"], task_name, run, resuming)
+    try:
+        path = fit(run, resume=resuming)
+    except TrainingInterrupted as stopped:
+        if int(os.environ.get("RANK", "0")) > 0:  # under torchrun: rank 0 says it, the others stop quietly
+            raise typer.Exit(stopped.exit_code) from None
+        raise
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: said once, not by every process
         typer.echo(f"model written to {path}")
 
 
-def _launches(values: dict[str, Any]) -> bool:
-    return values.get("nproc") is not None and values["nproc"] != 1
-
-
-def _launch(nproc: int, args: list[str], device: str) -> None:
+def _launch(nproc: int, task_name: str, run: Any, resuming: bool) -> None:
+    """`--nproc N`: the processes read the options resolved here from a temporary config file, so each one
+    trains with exactly this configuration; a resumed run continues from its own directory."""
     from transgan.distributed import launch
 
-    launch(nproc, args, device)
-
-
-def _launch_new_run(nproc: int, task_name: str, task_config: Any, train_config: TrainConfig) -> None:
-    """`--nproc N`: the processes read the options resolved here (defaults < --config < command line) from
-    a temporary config file, so each one trains with exactly this configuration."""
+    if resuming:
+        return launch(nproc, ["train", task_name, "--resume", run.train.out], run.train.device)
     with tempfile.TemporaryDirectory(prefix="transgan-launch-") as folder:
         path = Path(folder) / "config.toml"
-        dump_toml({"task": task_name, "train": to_dict(train_config), "model": to_dict(task_config)}, path)
-        _launch(nproc, ["train", task_name, "--config", str(path)], train_config.device)
+        run.write(path)
+        launch(nproc, ["train", task_name, "--config", str(path)], run.train.device)
 
 
 def make_command(task_name: str, task_class: type) -> Any:
@@ -127,7 +97,13 @@ def make_command(task_name: str, task_class: type) -> Any:
             "resume",
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
-            annotation=Annotated[Optional[Path], typer.Option(help="continue the run in this directory")],
+            annotation=Annotated[
+                Optional[str],
+                typer.Option(
+                    help="continue the run in this directory; 'auto': continue --out if it holds a run, else start "
+                    "(for job scripts and torchrun restarts). Options given again must equal the stored ones"
+                ),
+            ],
         ),
         inspect.Parameter(
             "nproc",

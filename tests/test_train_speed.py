@@ -50,8 +50,8 @@ def test_fast_trainer_matches_plain_step(real_data, tmp_path, task_name, size, o
         expected = plain(batch)
         trainer._train_step(batch)
         trainer.step += 1
-        got = {name: trainer._sums[f"loss/{name}"].item() for name in ("G", "D")}
-        trainer._sums.clear()
+        means = trainer.monitor.pop_means()
+        got = {name: means[f"loss/{name}"] for name in ("G", "D")}
         for name in ("G", "D"):
             assert got[name] == pytest.approx(expected[name].item(), rel=1e-4, abs=1e-5), (step, name)
     # Adam turns last-bit differences of near-zero gradients into sign flips of a full lr-sized step (lr 2e-4),

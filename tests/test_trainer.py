@@ -16,11 +16,12 @@ from transgan.checkpoint import read_safetensors
 from transgan.config import TrainConfig
 from transgan.health import diagnose
 from transgan.logs import read_metrics
+from transgan.recipe import lr_factor
 from transgan.sampler import ResumableSampler
 from transgan.tasks.cyclegan import CycleGANConfig
 from transgan.tasks.pix2pix import Pix2PixConfig
 from transgan.train import build_trainer, resume, train
-from transgan.trainer import TrainingDiverged, lr_factor
+from transgan.trainer import TrainingDiverged
 from transgan.training_state import CHECKPOINT_FORMAT, list_checkpoints
 
 TINY_NETS = dict(arch="resnet_6blocks", ngf=4, ndf=4, load_size=32, crop_size=32, preprocess="none")
@@ -92,10 +93,10 @@ def test_n_critic_runs_g_every_nth_step(paired_dir, tmp_path):
 @pytest.fixture(autouse=True)
 def _short_default_schedule(monkeypatch):
     """Without --steps a task trains its full default schedule; keep the n_critic test to 15 steps."""
-    from transgan.tasks.base import Schedule
+    from transgan.recipe import Recipe
     from transgan.tasks.pix2pix import Pix2PixTask
 
-    monkeypatch.setattr(Pix2PixTask, "schedule", Schedule(epochs=3, lr_policy="linear", decay_epochs=2))
+    monkeypatch.setattr(Pix2PixTask, "recipe", lambda self: Recipe(epochs=3, lr_policy="linear", decay_epochs=2))
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -285,4 +286,4 @@ def test_lr_sets_every_phase_unless_one_rate_is_given(paired_dir, tmp_path, chan
     trainer = build_trainer(
         "pix2pix", Pix2PixConfig(data=str(paired_dir), **TINY_NETS), quiet_config(tmp_path / "r", **changes)
     )
-    assert {phase.name: phase.lr for phase in trainer.phases} == expected
+    assert {phase.name: trainer.plan.lr[phase.group] for phase in trainer.phases} == expected

@@ -36,7 +36,7 @@ class TrainConfig:
     epochs: int | None = option(None, "epochs at the initial learning rate (default: the task's)")
     decay_epochs: int | None = option(None, "epochs of linear learning-rate decay after --epochs (linear policy)")
     max_minutes: float = option(0.0, "stop (checkpoint and model file written) after this many minutes; 0: no limit")
-    batch_size: int = option(1, "images per step (per process with DDP)")
+    batch_size: int | None = option(None, "images per step, per process with DDP (default: the task's)")
     seed: int = option(0, "seed of weights, data order and augmentation")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", "fp32, bf16 (CPU or CUDA) or fp16 (CUDA, with a gradient scaler)")
@@ -51,11 +51,15 @@ class TrainConfig:
     eps: float = option(1e-8, "Adam epsilon")
     lr_policy: str | None = option(None, "constant, linear or cosine (default: the task's)")
     grad_clip: float = option(0.0, "clip each phase's gradient norm to this; 0 disables")
-    ema: float = option(0.0, "EMA decay of generator weights (e.g. 0.999); 0 disables")
+    ema: float | None = option(None, "EMA decay of generator weights (e.g. 0.999); 0 disables (default: the task's)")
     num_workers: int = option(2, "DataLoader worker processes decoding images")
     log_every: int = option(50, "steps between metric logs")
     sample_every: int = option(500, "steps between sample grids")
     checkpoint_every: int = option(1000, "steps between checkpoints")
+    checkpoint_minutes: float = option(30.0, "also checkpoint after this many minutes since the last one; 0: off")
+    stop_signals: str = option(
+        "TERM,USR1", "signals that finish the step, checkpoint and exit 75 (preemption: SLURM, Kubernetes, torchrun)"
+    )
     keep_last: int = option(3, "step checkpoints to keep")
     best_metric: str | None = option(None, "keep checkpoints/best.safetensors by this logged metric, e.g. G/l1")
     best_mode: str = option("min", "min or max: which direction of --best-metric is better")
@@ -67,6 +71,67 @@ class TrainConfig:
     eval_inception_weights: str = option("", "FID Inception weights file (default: $TRANSGAN_INCEPTION_WEIGHTS)")
     progress: bool = option(True, "show a progress bar")
     tensorboard: bool = option(True, "write TensorBoard events")
+
+    def __post_init__(self) -> None:
+        # Checked once, when the configuration is made (command line, --config file or config.toml).
+        choices = {"precision": ("fp32", "bf16", "fp16"), "best_mode": ("min", "max")}
+        choices["lr_policy"] = (None, "constant", "linear", "cosine")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                shown = ", ".join(a for a in allowed if a)
+                raise TransganError(f"{_flag(name)} {getattr(self, name)}: use {shown}")
+        positive = ("batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "eval_n")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TransganError(f"{_flag(name)} {value}: must be 1 or more")
+        for name in ("epochs", "decay_epochs", "num_workers", "keep_last", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise TransganError(f"{_flag(name)} {value}: must be 0 or more")
+        for name in ("max_minutes", "checkpoint_minutes", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise TransganError(f"{_flag(name)} {getattr(self, name)}: must be 0 (off) or more")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise TransganError(f"--ema {self.ema}: use a decay in [0, 1), e.g. 0.999 (0 disables EMA)")
+        signal_names(self.stop_signals)
+
+    def eval_options(self) -> EvalOptions:
+        """The options of --eval-every, as the evaluator takes them."""
+        return EvalOptions(
+            data=self.eval_data,
+            n=self.eval_n,
+            metrics=self.eval_metrics,
+            features=self.eval_features,
+            inception_weights=self.eval_inception_weights,
+        )
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What evaluation during training needs: held-out data, sample count, metrics, feature extractor."""
+
+    data: str
+    n: int = 1000
+    metrics: str = "fid"
+    features: str = "inception"
+    inception_weights: str = ""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+STOP_SIGNALS = ("TERM", "USR1", "USR2", "HUP", "INT")
+
+
+def signal_names(text: str) -> list[str]:
+    """'TERM,USR1' -> ['TERM', 'USR1'] (SIG prefix optional); unknown names raise."""
+    names = [name.strip().upper().removeprefix("SIG") for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STOP_SIGNALS]
+    if unknown:
+        raise TransganError(f"--stop-signals {text!r}: use a comma-separated list of {', '.join(STOP_SIGNALS)}")
+    return names
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -149,6 +149,24 @@ def seed_rank(seed: int, rank: int, step: int = 0) -> None:
         random.seed(derived)
 
 
+def prepare_networks(networks: nn.ModuleDict, seed: int, rank: int, world_size: int, sync_bn: bool, cuda: bool) -> None:
+    """Data parallelism without torch's DDP wrapper, whose one-forward-one-backward model does not fit GAN
+    phases (D runs frozen inside the G phase, the fakes are shared by phases): every process starts from
+    rank 0's weights, runs the same phases on its own slice of the global batch, and each phase's
+    gradients are averaged across processes right after backward (average_gradients, before the scaler,
+    clipping and the optimizer step), so all processes take the step one process would take on the global batch."""
+    if world_size <= 1:
+        return
+    if sync_bn:
+        if not cuda:
+            raise TransganError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm); on CPU leave it off")
+        for name in list(networks):
+            # Same parameter and buffer names, so checkpoints and model files do not change.
+            networks[name] = nn.SyncBatchNorm.convert_sync_batchnorm(networks[name])
+    broadcast_state(networks.values())
+    seed_rank(seed, rank)  # different noise/dropout on each process
+
+
 def _buckets(tensors: list[torch.Tensor]) -> Iterable[list[torch.Tensor]]:
     """Consecutive groups of one dtype and at most BUCKET_BYTES (one tensor may exceed it alone); the same
     groups on every process, since every process passes the same tensors in the same order."""

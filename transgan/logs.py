@@ -20,21 +20,27 @@ class RunLogger:
         self.run_dir = run_dir
         self.enabled = enabled  # False on DDP ranks other than 0
         self.metrics_path = run_dir / "metrics.jsonl"
-        self._writer = None
-        if enabled and tensorboard:
+        self.tensorboard = enabled and tensorboard
+        self._writer = None  # opened at the first write: a trainer that never logs leaves no files
+
+    @property
+    def writer(self):
+        """The TensorBoard writer (None when TensorBoard is off)."""
+        if self.tensorboard and self._writer is None:
             # Imported here: TensorBoard's import is slow and only training needs it.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        return self._writer
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps({"step": step, **values}) + "\n")
-        if self._writer is not None:
+        if self.writer is not None:
             for key, value in values.items():
-                self._writer.add_scalar(key, value, step)
+                self.writer.add_scalar(key, value, step)
 
     def save_grid(self, step: int, images: torch.Tensor, nrow: int) -> Path | None:
         if not self.enabled:
@@ -43,8 +49,8 @@ class RunLogger:
         path.parent.mkdir(parents=True, exist_ok=True)
         grid = make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
         save_image(grid, path)
-        if self._writer is not None:
-            self._writer.add_image("samples", grid, step)
+        if self.writer is not None:
+            self.writer.add_image("samples", grid, step)
         return path
 
     def close(self) -> None:

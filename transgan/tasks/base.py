@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from transgan.recipe import Recipe
+
 # A phase's loss function runs that phase's forward passes and returns the loss to minimise plus named
 # scalar tensors to log (kept on the device; the trainer syncs them only every `log_every` steps).
 PhaseLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -19,27 +21,18 @@ PhaseLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 class Phase:
     """One optimisation phase of a training step, as in StyleGAN2's phase list.
 
-    `networks` are the ones this phase's optimizer updates; `frozen` are evaluated in the phase but must not
-    receive gradients (the discriminator during the generator phase). `interval` runs the phase only on
-    steps divisible by it, which gives n_critic discriminator steps per generator step.
+    `networks` are the ones this phase's optimizer updates; `group` names the learning-rate group of that
+    optimizer in the task's Recipe ("G" or "D": --lr-g and --lr-d set them). `frozen` are evaluated in the
+    phase but must not receive gradients (the discriminator during the generator phase). `interval` runs the
+    phase only on steps divisible by it, which gives n_critic discriminator steps per generator step.
     """
 
     name: str
     networks: list[str]
     loss: PhaseLoss
-    lr: float
-    betas: tuple[float, float]
+    group: str
     frozen: list[str] = field(default_factory=list)
     interval: int = 1
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A task's default length and learning-rate policy (the reference's n_epochs + n_epochs_decay)."""
-
-    epochs: int
-    lr_policy: str = "constant"
-    decay_epochs: int = 0
 
 
 class GANTask:
@@ -48,7 +41,6 @@ class GANTask:
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    schedule: ClassVar[Schedule] = Schedule(epochs=100)
 
     def __init__(self, config: Any, dataset: Dataset):
         self.config = config
@@ -63,12 +55,14 @@ class GANTask:
         raise NotImplementedError
 
     # -- training -----------------------------------------------------------------------------------
-    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+    def phases(self) -> list[Phase]:
+        """The phases of one training step, in order."""
         raise NotImplementedError
 
-    def default_optimizer(self) -> dict[str, Any]:
-        """Default lr_g, lr_d, beta1, beta2 of this task."""
-        return {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999}
+    def recipe(self) -> Recipe:
+        """This task's published defaults (learning rates per phase group, betas, batch size, schedule, EMA);
+        options the user gives override them."""
+        return Recipe()
 
     def forward(self, batch: dict[str, Any]) -> None:
         """Move the batch to the device and run the passes every phase shares (fakes from real inputs)."""

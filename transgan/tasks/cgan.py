@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +15,10 @@ from transgan.errors import TransganError
 from transgan.inference.sampling import class_index, generate, generator_of, interpolate  # noqa: F401 (re-exported)
 from transgan.losses import adversarial_loss, gradient_penalty
 from transgan.nets import build_network
+from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase, Schedule
+from transgan.tasks.base import GANTask, Phase
 
-# --arch -> (generator, discriminator) registered network names.
-ARCHS = {"cbn": ("cbn_generator", "projection_discriminator"), "dcgan": ("dcgan_generator", "dcgan_discriminator")}
 # Loss names of this task -> the registered adversarial loss; wgan-gp adds the gradient penalty.
 LOSS_ALIASES = {"wgan-gp": "wasserstein", "wgan": "wasserstein"}
 GRID_SAMPLES = 64  # sample grids show 8 rows of 8, classes cycling along each row
@@ -64,12 +64,50 @@ def uses_gp(config: CGANConfig) -> bool:
     return config.loss == "wgan-gp"
 
 
+def _cbn_networks(config: CGANConfig, num_classes: int, shared: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+    codes = {"info_categorical": config.info_categorical, "info_continuous": config.info_continuous}
+    G = build_network("cbn_generator", latent_dim=config.latent_dim, ngf=config.ngf, **codes, **shared)
+    aux = num_classes if config.aux_weight > 0 else 0
+    D = build_network(
+        "projection_discriminator", ndf=config.ndf, projection=config.projection, aux_classes=aux, **codes, **shared
+    )
+    return G, D
+
+
+def _dcgan_networks(config: CGANConfig, num_classes: int, shared: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+    d_norm = config.d_norm if config.d_norm != "auto" else ("none" if uses_gp(config) else "batch")
+    if uses_gp(config) and d_norm == "batch":
+        raise TransganError("--loss wgan-gp needs a critic without batch norm: use --d-norm none or instance")
+    G = build_network(
+        "dcgan_generator", latent_dim=config.latent_dim, ngf=config.ngf, embed_dim=config.embed_dim, **shared
+    )
+    return G, build_network("dcgan_discriminator", ndf=config.ndf, norm=d_norm, **shared)
+
+
+@dataclass(frozen=True)
+class CGANArch:
+    """One --arch of cgan: how it builds G and D, whether D has the ACGAN/InfoGAN heads, its optimizer."""
+
+    build: Callable[[CGANConfig, int, dict[str, Any]], tuple[nn.Module, nn.Module]]
+    heads: bool
+    lr: dict[str, float]
+    betas: tuple[float, float]
+
+
+ARCHS = {
+    # TTUR (Heusel et al.): D learns faster than G; beta1 0 as in SNGAN/BigGAN.
+    "cbn": CGANArch(_cbn_networks, heads=True, lr={"G": 1e-4, "D": 4e-4}, betas=(0.0, 0.999)),
+    # Radford et al.
+    "dcgan": CGANArch(_dcgan_networks, heads=False, lr={"G": 2e-4, "D": 2e-4}, betas=(0.5, 0.999)),
+}
+
+
 def check_config(config: CGANConfig) -> None:
     if config.arch not in ARCHS:
         raise TransganError(f"--arch {config.arch}: unknown; use one of {', '.join(ARCHS)}")
     adversarial_loss(loss_name(config))  # unknown names raise one line listing the known ones
     uses_heads = config.aux_weight > 0 or config.info_categorical or config.info_continuous
-    if config.arch != "cbn" and uses_heads:
+    if not ARCHS[config.arch].heads and uses_heads:
         raise TransganError("--aux-weight and --info-* (ACGAN, InfoGAN) need --arch cbn")
     if config.aux_weight > 0 and not config.conditional:
         raise TransganError("--aux-weight (ACGAN) needs class labels; drop --no-conditional")
@@ -87,7 +125,6 @@ class CGANTask(GANTask):
 
     name = "cgan"
     config_class = CGANConfig
-    schedule = Schedule(epochs=100)
 
     @classmethod
     def build_dataset(cls, config: CGANConfig):
@@ -114,24 +151,8 @@ class CGANTask(GANTask):
         check_config(config)
         self.class_names = list(dataset.class_names) if config.conditional else []
         self.num_classes = len(self.class_names)
-        channels, size = dataset.channels, config.image_size
-        g_name, d_name = ARCHS[config.arch]
-        codes = {"info_categorical": config.info_categorical, "info_continuous": config.info_continuous}
-        shared = {"num_classes": self.num_classes, "image_size": size, "channels": channels}
-        if config.arch == "dcgan":
-            d_norm = config.d_norm if config.d_norm != "auto" else ("none" if uses_gp(config) else "batch")
-            if uses_gp(config) and d_norm == "batch":
-                raise TransganError("--loss wgan-gp needs a critic without batch norm: use --d-norm none or instance")
-            self.networks["G"] = build_network(
-                g_name, latent_dim=config.latent_dim, ngf=config.ngf, embed_dim=config.embed_dim, **codes, **shared
-            )
-            self.networks["D"] = build_network(d_name, ndf=config.ndf, norm=d_norm, **shared)
-        else:
-            self.networks["G"] = build_network(g_name, latent_dim=config.latent_dim, ngf=config.ngf, **codes, **shared)
-            aux = self.num_classes if config.aux_weight > 0 else 0
-            self.networks["D"] = build_network(
-                d_name, ndf=config.ndf, projection=config.projection, aux_classes=aux, **codes, **shared
-            )
+        shared = {"num_classes": self.num_classes, "image_size": config.image_size, "channels": dataset.channels}
+        self.networks["G"], self.networks["D"] = ARCHS[config.arch].build(config, self.num_classes, shared)
         self.gan_loss = adversarial_loss(loss_name(config))
         self.n_critic = config.n_critic or (5 if uses_gp(config) else 1)
         # Fixed inputs for the sample grids, so successive grids show the same samples evolving.
@@ -139,18 +160,17 @@ class CGANTask(GANTask):
         self.fixed_z = self.networks["G"].sample_latent(GRID_SAMPLES, generator)
         self.fixed_labels = torch.arange(GRID_SAMPLES) % max(self.num_classes, 1)
 
-    def default_optimizer(self) -> dict[str, Any]:
+    def recipe(self) -> Recipe:
+        arch = ARCHS[self.config.arch]
+        lr, betas = arch.lr, arch.betas
         if uses_gp(self.config):  # Gulrajani et al.
-            return {"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9}
-        if self.config.arch == "dcgan":  # Radford et al.
-            return {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999}
-        # TTUR (Heusel et al.): D learns faster than G; beta1 0 as in SNGAN/BigGAN.
-        return {"lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999}
+            lr, betas = {"G": 1e-4, "D": 1e-4}, (0.0, 0.9)
+        return Recipe(lr=lr, betas=betas, batch_size=64, epochs=100)
 
-    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+    def phases(self) -> list[Phase]:
         return [
-            Phase("D", ["D"], self.loss_D, lr_d, betas),
-            Phase("G", ["G"], self.loss_G, lr_g, betas, frozen=["D"], interval=self.n_critic),
+            Phase("D", ["D"], self.loss_D, "D"),
+            Phase("G", ["G"], self.loss_G, "G", frozen=["D"], interval=self.n_critic),
         ]
 
     # -- one step -----------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from torch import nn
 from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import adversarial_loss, cycle_loss, identity_loss
+from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase, Schedule
+from transgan.tasks.base import GANTask, Phase
 from transgan.tasks.image_pool import ImagePool
-from transgan.tasks.pix2pix import translation_discriminator, translation_generator
 from transgan.tasks.translation import (
-    ImageOptions,
+    REFERENCE_RECIPE,
+    TranslationConfig,
     as_rgb,
     check_image_options,
     check_input_size,
@@ -24,27 +25,17 @@ from transgan.tasks.translation import (
     per_sample,
     preprocess_of,
     required_path,
+    translation_discriminator,
+    translation_generator,
 )
 
 
 @dataclass(frozen=True)
-class CycleGANConfig(ImageOptions):
+class CycleGANConfig(TranslationConfig):
     """CycleGAN options; the defaults are the reference's."""
 
     domain_a: str = option("", "folder of domain A images")
     domain_b: str = option("", "folder of domain B images")
-    arch: str = option("resnet_9blocks", "generator network")
-    ngf: int = option(64, "generator width")
-    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
-    ndf: int = option(64, "discriminator width")
-    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
-    norm: str = option("instance", "instance, batch or none")
-    dropout: bool = option(False, "dropout in the generators")
-    spectral_norm: bool = option(False, "spectral normalisation in the discriminators")
-    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
-    init_gain: float = option(0.02, "scale of the weight init")
-    gan_loss: str = option("lsgan", "adversarial loss: lsgan, vanilla, hinge, nonsaturating, wasserstein ...")
-    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
     lambda_a: float = option(10.0, "weight of the cycle loss A -> B -> A")
     lambda_b: float = option(10.0, "weight of the cycle loss B -> A -> B")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_a/lambda_b")
@@ -57,7 +48,6 @@ class CycleGANTask(GANTask):
 
     name = "cyclegan"
     config_class = CycleGANConfig
-    schedule = Schedule(epochs=100, lr_policy="linear", decay_epochs=100)
 
     @classmethod
     def build_dataset(cls, config: CycleGANConfig):
@@ -85,11 +75,14 @@ class CycleGANTask(GANTask):
         self.gan_loss = adversarial_loss(config.gan_loss)
         self.pool_A, self.pool_B = ImagePool(config.pool_size), ImagePool(config.pool_size)
 
-    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+    def recipe(self) -> Recipe:
+        return REFERENCE_RECIPE
+
+    def phases(self) -> list[Phase]:
         # The reference's order: both generators first, then both discriminators on pooled fakes.
         return [
-            Phase("G", ["G_A", "G_B"], self.loss_G, lr_g, betas, frozen=["D_A", "D_B"]),
-            Phase("D", ["D_A", "D_B"], self.loss_D, lr_d, betas),
+            Phase("G", ["G_A", "G_B"], self.loss_G, "G", frozen=["D_A", "D_B"]),
+            Phase("D", ["D_A", "D_B"], self.loss_D, "D"),
         ]
 
     def forward(self, batch: dict[str, Any]) -> None:

@@ -10,70 +10,33 @@ from torch import nn
 
 from transgan.config import option
 from transgan.losses import adversarial_loss, l1_loss
-from transgan.nets import build_network, network_options
+from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase, Schedule
+from transgan.tasks.base import GANTask, Phase
 from transgan.tasks.translation import (
-    ImageOptions,
+    REFERENCE_RECIPE,
+    TranslationConfig,
     as_rgb,
     check_image_options,
     check_input_size,
     discriminate_pair,
     preprocess_of,
     required_path,
+    translation_discriminator,
+    translation_generator,
 )
 
 
 @dataclass(frozen=True)
-class Pix2PixConfig(ImageOptions):
+class Pix2PixConfig(TranslationConfig):
     """Pix2Pix options; the defaults are the reference's."""
 
     data: str = option("", "folder with A/ and B/ sub-folders (same file names) or of aligned A|B images")
     arch: str = option("unet_256", "generator network")
-    ngf: int = option(64, "generator width")
-    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
-    ndf: int = option(64, "discriminator width")
-    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
     norm: str = option("batch", "batch, instance or none")
     dropout: bool = option(True, "dropout in the generator")
-    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
-    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
-    init_gain: float = option(0.02, "scale of the weight init")
     gan_loss: str = option("vanilla", "adversarial loss: vanilla, lsgan, hinge, nonsaturating, wasserstein ...")
-    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
     lambda_l1: float = option(100.0, "weight of the L1 loss")
-
-
-def _build(arch: str, **options: Any) -> nn.Module:
-    # Families differ in options (mobile_resnet has `channels`, not `ngf`): pass each one only what it takes.
-    accepted = network_options(arch)
-    return build_network(arch, **{key: value for key, value in options.items() if key in accepted})
-
-
-def translation_discriminator(config: Any, input_nc: int) -> nn.Module:
-    return _build(
-        config.netd,
-        input_nc=input_nc,
-        ndf=config.ndf,
-        n_layers=config.n_layers_d,
-        norm=config.norm,
-        spectral_norm=config.spectral_norm,
-        init=config.init,
-        init_gain=config.init_gain,
-    )
-
-
-def translation_generator(config: Any, input_nc: int, output_nc: int) -> nn.Module:
-    return _build(
-        config.arch,
-        input_nc=input_nc,
-        output_nc=output_nc,
-        ngf=config.ngf,
-        norm=config.norm,
-        dropout=config.dropout,
-        init=config.init,
-        init_gain=config.init_gain,
-    )
 
 
 @TASKS.register("pix2pix")
@@ -82,7 +45,6 @@ class Pix2PixTask(GANTask):
 
     name = "pix2pix"
     config_class = Pix2PixConfig
-    schedule = Schedule(epochs=100, lr_policy="linear", decay_epochs=100)
 
     @classmethod
     def build_dataset(cls, config: Pix2PixConfig):
@@ -104,12 +66,12 @@ class Pix2PixTask(GANTask):
         self.networks["D"] = translation_discriminator(config, config.input_nc + config.output_nc)
         self.gan_loss = adversarial_loss(config.gan_loss)
 
-    def phases(self, lr_g: float, lr_d: float, betas: tuple[float, float]) -> list[Phase]:
+    def recipe(self) -> Recipe:
+        return REFERENCE_RECIPE
+
+    def phases(self) -> list[Phase]:
         # The reference's order: D first (on detached fakes), then G against the updated D.
-        return [
-            Phase("D", ["D"], self.loss_D, lr_d, betas),
-            Phase("G", ["G"], self.loss_G, lr_g, betas, frozen=["D"]),
-        ]
+        return [Phase("D", ["D"], self.loss_D, "D"), Phase("G", ["G"], self.loss_G, "G", frozen=["D"])]
 
     def forward(self, batch: dict[str, Any]) -> None:
         self.real_A = batch["A"].to(self.device, non_blocking=True)

@@ -1,18 +1,27 @@
-"""What pix2pix and cyclegan share: data options, network building and display helpers."""
+"""What pix2pix and cyclegan share: their common options, network building, data and display helpers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from transgan.config import option
 from transgan.errors import TransganError
+from transgan.nets import build_network, network_options
+from transgan.recipe import Recipe
+
+# The reference's schedule for both tasks: 100 epochs at the initial rate, then 100 of linear decay to 0;
+# Adam with lr 2e-4 and beta1 0.5 for G and D; batch size 1.
+REFERENCE_RECIPE = Recipe(epochs=100, decay_epochs=100, lr_policy="linear")
 
 
 @dataclass(frozen=True)
-class ImageOptions:
-    """Preprocessing and channel options of translation tasks (the reference's defaults)."""
+class TranslationConfig:
+    """Options pix2pix and cyclegan share (the reference's defaults); each task adds its data options and
+    overrides the defaults that differ (generator, norm, dropout, loss)."""
 
     direction: str = option("AtoB", "AtoB or BtoA")
     input_nc: int = option(3, "channels of the input images (1 or 3)")
@@ -21,9 +30,55 @@ class ImageOptions:
     load_size: int = option(286, "images are first scaled to this size")
     crop_size: int = option(256, "then cropped to this size")
     flip: bool = option(True, "random horizontal flips")
+    arch: str = option("resnet_9blocks", "generator network")
+    ngf: int = option(64, "generator width")
+    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
+    ndf: int = option(64, "discriminator width")
+    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
+    norm: str = option("instance", "instance, batch or none")
+    dropout: bool = option(False, "dropout in the generator(s)")
+    spectral_norm: bool = option(False, "spectral normalisation in the discriminator(s)")
+    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
+    init_gain: float = option(0.02, "scale of the weight init")
+    gan_loss: str = option("lsgan", "adversarial loss: lsgan, vanilla, hinge, nonsaturating, wasserstein ...")
+    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
 
 
-def check_image_options(config: ImageOptions) -> None:
+def _build(arch: str, **options: Any) -> nn.Module:
+    # Families differ in options (mobile_resnet has `channels`, not `ngf`): pass each one only what it takes.
+    accepted = network_options(arch)
+    return build_network(arch, **{key: value for key, value in options.items() if key in accepted})
+
+
+def translation_generator(config: TranslationConfig, input_nc: int, output_nc: int) -> nn.Module:
+    """The generator --arch with the config's width, norm, dropout and init."""
+    return _build(
+        config.arch,
+        input_nc=input_nc,
+        output_nc=output_nc,
+        ngf=config.ngf,
+        norm=config.norm,
+        dropout=config.dropout,
+        init=config.init,
+        init_gain=config.init_gain,
+    )
+
+
+def translation_discriminator(config: TranslationConfig, input_nc: int) -> nn.Module:
+    """The discriminator --netd with the config's width, layers, norm and init."""
+    return _build(
+        config.netd,
+        input_nc=input_nc,
+        ndf=config.ndf,
+        n_layers=config.n_layers_d,
+        norm=config.norm,
+        spectral_norm=config.spectral_norm,
+        init=config.init,
+        init_gain=config.init_gain,
+    )
+
+
+def check_image_options(config: TranslationConfig) -> None:
     if config.direction not in ("AtoB", "BtoA"):
         raise TransganError(f"--direction {config.direction}: use AtoB or BtoA")
     for name in ("input_nc", "output_nc"):
@@ -31,7 +86,7 @@ def check_image_options(config: ImageOptions) -> None:
             raise TransganError(f"--{name.replace('_', '-')} {getattr(config, name)}: use 1 or 3")
 
 
-def preprocess_of(config: ImageOptions):
+def preprocess_of(config: TranslationConfig):
     from transgan.data.transforms import Preprocess
 
     return Preprocess(mode=config.preprocess, load_size=config.load_size, crop_size=config.crop_size, flip=config.flip)
@@ -48,19 +103,19 @@ def required_path(value: str, flag: str) -> str:
     return value
 
 
-def per_sample(config: object) -> bool:
+def per_sample(config: TranslationConfig) -> bool:
     """True when the translation networks treat every image of a batch on its own (instance norm or none),
     so one call on a concatenated batch equals separate calls: fewer, larger convolutions, same result.
     Batch norm mixes the images (and its running statistics would change), so it keeps separate calls."""
-    return getattr(config, "norm", "batch") != "batch"
+    return config.norm != "batch"
 
 
 def discriminate_pair(
-    D: torch.nn.Module, config: object, first: torch.Tensor, second: torch.Tensor
+    D: nn.Module, config: TranslationConfig, first: torch.Tensor, second: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """D's predictions for two batches: one call on [first; second] when that gives the same values (a
     per-sample norm and no spectral norm, whose power iteration steps once per call), else two calls."""
-    if per_sample(config) and not getattr(config, "spectral_norm", False):
+    if per_sample(config) and not config.spectral_norm:
         pred_first, pred_second = D(torch.cat([first, second])).tensor_split(2)
         return pred_first, pred_second
     return D(first), D(second)
