@@ -34,12 +34,12 @@ def root(
 
 
 def build_app() -> typer.Typer:
-    from transgan.cli import bench, convert, export, generate, plugins, pretrained, train, translate
+    from transgan.cli import bench, convert, export, generate, plugins, pretrained, serve, train, translate
     from transgan.cli import eval as eval_cli
 
     app.add_typer(train.app, name="train")  # its task commands are made on first use: --help loads no plugin
     generate.register(app)
-    for module in (convert, export, translate, bench):
+    for module in (convert, export, translate, bench, serve):
         module.register(app)
     app.add_typer(eval_cli.app, name="eval")
     pretrained.register(app)
@@ -69,4 +69,5 @@ def main() -> None:
         build_app()()
     except TransganError as error:
         errors.print(f"error: {error}", markup=False, soft_wrap=True)
-        sys.exit(130 if type(error).__name__ == "TrainingInterrupted" else 2)
+        # 2: a mistake to fix; stops that saved a checkpoint say so with their own status (130 Ctrl-C, 75 preempted).
+        sys.exit(getattr(error, "exit_code", 2))

@@ -60,7 +60,7 @@ def test_preemption_signal_checkpoints_and_exits_75_then_resume_auto_continues(p
     job.send_signal(getattr(signal, signal_name))
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == PREEMPTED_EXIT, stderr
-    assert stderr.strip().splitlines()[-1].startswith(f"error: {signal_name.removeprefix('SIG')} at step"), stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"error: {signal_name} at step"), stderr
     saved = [step for step, _ in list_checkpoints(run / "checkpoints")]
     assert len(saved) == 1 and saved[0] >= 3  # the default --checkpoint-every 1000 would have written none
 
@@ -170,7 +170,7 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_resumes_exactly(pairs, tm
     _, stderr = job.communicate(timeout=300)
     assert job.returncode == 0, stderr[-3000:]
     assert killed, "the run finished before a worker could be killed"
-    assert "restart" in stderr.lower() or "Restarting" in stderr, stderr[-3000:]
+    assert "exitcode: -9" in stderr, stderr[-3000:]  # torchrun saw the worker die, restarted, and the run finished
     for step in (2, 8):
         assert_same_state(single_8, out, step=step)
     assert logged_steps(out) == list(range(1, 9))  # rows after the checkpoint were dropped and written again

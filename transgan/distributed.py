@@ -120,11 +120,22 @@ def setup(device_option: str) -> ProcessInfo:
     try:
         # device_id binds NCCL to this process's GPU now (barriers then know which GPU to use).
         bound = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=wait, **bound)
+        store = _attempt_store(host, int(port), rank, world_size, wait)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=wait, **bound)
     except (RuntimeError, TimeoutError, ValueError) as error:  # DistNetworkError/DistStoreError are RuntimeErrors
         raise unreachable((str(error).strip().splitlines() or [type(error).__name__])[0][:200]) from error
     _created_group = True
     return ProcessInfo(rank, world_size, local_rank, device)
+
+
+def _attempt_store(host: str, port: int, rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store, with this restart attempt's keys kept apart. torchrun's agent store outlives its
+    workers, and a process group made by a restarted worker would otherwise read the previous attempt's
+    addresses and try to connect to dead processes (seen with torch 2.14 and gloo: "connectFullMesh failed ...
+    Connection refused" after a --max-restarts restart, until the timeout)."""
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts it
+    store = dist.TCPStore(host, port, world_size, is_master=not agent_store and rank == 0, timeout=timeout)
+    return dist.PrefixStore(f"transgan/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown(success: bool = True) -> None:

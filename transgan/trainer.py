@@ -22,8 +22,8 @@ from transgan.monitor import TrainingDiverged, TrainingMonitor, summary  # noqa:
 from transgan.recipe import LRSchedule, resolve_plan
 from transgan.run_config import RunConfig
 from transgan.run_files import RunFiles, WriteFailed
-from transgan.sampler import ResumableSampler
 from transgan.stopping import StopControl, TrainingInterrupted, TrainingPreempted  # noqa: F401 (re-exported)
+from transgan.stream import BatchStream
 from transgan.tasks.base import GANTask, Phase
 from transgan.training_state import restore_training_checkpoint
 
@@ -49,19 +49,26 @@ class GANTrainer:
         use_scaler = config.precision == "fp16"
         self.scalers = {p.name: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for p in self.phases}
         self.ema = EMA(task.networks, task.ema_networks(), plan.ema)
-        items = len(task.dataset)
-        self.sampler = ResumableSampler(items, plan.batch_size, config.seed, True, self.rank, self.world_size)
-        if self.sampler.batches_per_epoch == 0:
-            raise TransganError(f"--batch-size {plan.batch_size} is larger than the dataset ({items} items)")
-        self.schedule = LRSchedule(plan.lr_policy, plan.epochs, plan.decay_epochs, self.sampler.batches_per_epoch)
-        self.total_steps = config.steps or self.schedule.steps
+        cuda = self.device.type == "cuda"
+        self.stream = BatchStream(
+            task.dataset,
+            plan.batch_size,
+            config.seed,
+            self.rank,
+            self.world_size,
+            config.num_workers,
+            cuda,
+            task.stages(),
+        )
+        self.schedule = LRSchedule(plan.lr_policy, plan.epochs, plan.decay_epochs, self.stream.batches_per_epoch())
+        self.total_steps = config.steps or self.stream.total_steps or self.schedule.steps
         if self.total_steps > self.schedule.steps and plan.lr_policy != "constant" and self.rank == 0:
             print(
                 f"warning: --steps {self.total_steps} goes past the {plan.lr_policy} learning-rate schedule "
                 f"({plan.epochs}+{plan.decay_epochs} epochs = {self.schedule.steps} steps); the rest trains at lr 0. "
                 "Raise --epochs/--decay-epochs to stretch it."
             )
-        self.step = self.epoch = self.batch_in_epoch = 0
+        self.step = 0
         self.run_dir = Path(config.out)
         self.files = RunFiles(self.run_dir, config.keep_last, config.best_metric, config.best_mode)
         logger = RunLogger(self.run_dir, config.tensorboard, enabled=self.rank == 0)
@@ -100,16 +107,8 @@ class GANTrainer:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def make_loader(self) -> DataLoader:
-        """Worker processes that live across epochs, pinned memory on CUDA, the resumable sampler's order."""
-        return DataLoader(
-            self.task.dataset,
-            batch_size=self.plan.batch_size,
-            sampler=self.sampler,
-            num_workers=self.config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=self.config.num_workers > 0,
-            generator=torch.Generator(),  # its own: making an iterator must not draw from the global RNG
-        )
+        """The DataLoader at the current step (its stage, epoch and batch)."""
+        return self.stream.loader(self.step)
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Path:
@@ -120,22 +119,18 @@ class GANTrainer:
             self._resume()
         if self.rank == 0:
             self.run.write(self.run_dir / "config.toml")
-        loader, stop = self.make_loader(), StopControl.for_run(config, self.rank, self.world_size, self.device)
+        stop = StopControl.for_run(config, self.rank, self.world_size, self.device)
         try:
             with stop, make_progress(config.progress and self.rank == 0) as progress:
                 bar = progress.add_task(self.task.name, total=self.total_steps, completed=self.step, status="")
-                stopping = False
-                while self.step < self.total_steps and not stopping:
-                    self.sampler.set_position(self.epoch, self.batch_in_epoch)
-                    for batch in loader:
-                        self._train_step(batch)
-                        self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
-                        status, stopping = self._after_step(stop)
-                        progress.update(bar, completed=self.step, **({"status": status} if status else {}))
-                        if self.step >= self.total_steps or stopping:
-                            break
-                    if self.batch_in_epoch >= self.sampler.batches_per_epoch:
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                stopping = self.step >= self.total_steps
+                batches = self.stream.batches(self.step)
+                while not stopping:
+                    self._train_step(next(batches))
+                    self.step += 1
+                    status, stopping = self._after_step(stop)
+                    progress.update(bar, completed=self.step, **({"status": status} if status else {}))
+                    stopping = stopping or self.step >= self.total_steps
                 if self._saved_step != self.step:
                     self.save_checkpoint()
         finally:
@@ -147,6 +142,8 @@ class GANTrainer:
 
     def _train_step(self, batch: dict[str, Any]) -> None:
         factor = self.schedule.factor(self.step)
+        if self.stream.staged:  # growing networks: the task sets its depth, alpha and data resolution
+            self.task.set_stage(*self.stream.stage_at(self.step))
         with self.autocast():
             self.task.forward(batch)
         for phase in self.phases:
@@ -259,7 +256,8 @@ class GANTrainer:
         self._saved_step = self.step
 
     def _state(self) -> dict[str, Any]:
-        counters = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        stage, alpha = self.stream.stage_at(self.step)  # kept for the record: the step alone determines both
+        counters = {"step": self.step, "stage": stage, "alpha": alpha}
         counters.update({"best_value": self.files.best_value, "world_size": self.world_size})
         return {
             "networks": dict(self.task.networks.items()),
@@ -291,7 +289,7 @@ class GANTrainer:
                 f"--resume {self.run_dir}: the run trained with {counters.get('world_size', 1)} process(es), "
                 f"this one has {self.world_size}; resume with --nproc {counters.get('world_size', 1)}"
             )
-        self.step, self.epoch, self.batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
+        self.step = counters["step"]  # the data position, stage and alpha follow from it
         self._saved_step = self.step
         self.files.best_value = counters.get("best_value")
         # Every process loaded rank 0's random state; the others take their own stream again.

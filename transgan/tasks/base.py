@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from transgan.recipe import Recipe
+from transgan.stream import Stage
 
 # A phase's loss function runs that phase's forward passes and returns the loss to minimise plus named
 # scalar tensors to log (kept on the device; the trainer syncs them only every `log_every` steps).
@@ -63,6 +64,14 @@ class GANTask:
         """This task's published defaults (learning rates per phase group, betas, batch size, schedule, EMA);
         options the user gives override them."""
         return Recipe()
+
+    def stages(self) -> list[Stage]:
+        """Resolution stages of a growing network (ProGAN); none by default. The trainer decides when a stage
+        starts and the fade-in alpha, and calls set_stage before each step."""
+        return []
+
+    def set_stage(self, index: int, alpha: float) -> None:
+        """Switch to stage `index` (depth, data resolution) with fade-in `alpha` in [0, 1]."""
 
     def forward(self, batch: dict[str, Any]) -> None:
         """Move the batch to the device and run the passes every phase shares (fakes from real inputs)."""
