@@ -22,7 +22,12 @@ def convert_command(
     ndf: Annotated[int | None, typer.Option(help="discriminator width (default: from the tensors)")] = None,
     input_nc: Annotated[int | None, typer.Option(help="input channels (default: from the tensors)")] = None,
     output_nc: Annotated[int | None, typer.Option(help="output channels (default: from the tensors)")] = None,
-    dropout: Annotated[bool | None, typer.Option("--dropout/--no-dropout", help="dropout layers in the net")] = None,
+    dropout: Annotated[
+        bool | None,
+        typer.Option(
+            "--dropout/--no-dropout", help="dropout layers (default: resnet from the tensors; unet on, as pix2pix)"
+        ),
+    ] = None,
     n_layers: Annotated[int | None, typer.Option(help="n_layers discriminator depth")] = None,
     channels: Annotated[
         str | None, typer.Option(help="mobile_resnet widths per stage, like 16_16_32_16_32_32_16_16")
@@ -45,17 +50,22 @@ def convert_command(
     config: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if arch == "mobile_resnet" or (arch is None and channels is not None):
         net = load_gan_compression_checkpoint(src, channels=channels, **config)
+        mode = "eval"  # GAN Compression tests its generators in eval mode
     else:
         if channels is not None:
             raise TransganError(f"--channels is a mobile_resnet option, not one of {arch}")
         net = load_reference_checkpoint(src, arch, **config)
+        mode = "reference"  # the reference's test.py runs its generators as in training unless --eval
     role = NETWORKS.entry(net.transgan_arch).info.get("role")
     if role == "translator":
         extra = {key: net.transgan_config[key] for key in ("input_nc", "output_nc")}
-        path = transgan.save({"G": net}, out, task="translation", directions={direction: "G"}, extra=extra)
+        path = transgan.save(
+            {"G": net}, out, task="translation", directions={direction: "G"}, extra=extra, test_time=mode
+        )
     else:
         path = transgan.save({"D": net}, out, task=None, extra={"input_nc": net.transgan_config["input_nc"]})
-    typer.echo(f"wrote {path}: {net.transgan_arch} {_config_line(net.transgan_config)}")
+    mode_line = f", test time: {mode}" if role == "translator" else ""
+    typer.echo(f"wrote {path}: {net.transgan_arch} {_config_line(net.transgan_config)}{mode_line}")
 
 
 def _config_line(config: dict[str, Any]) -> str:

@@ -125,7 +125,10 @@ def model_command(
     resize: Annotated[
         int | None, typer.Option(min=1, help="translation: scale inputs and targets so the shorter side is N first")
     ] = None,
-    seed: Annotated[int, typer.Option(help="generation: seed of the noise")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the noise (generation) or of test-time dropout (translation)")] = 0,
+    eval_mode: Annotated[
+        bool, typer.Option("--eval", help="run the generator in eval mode (pix2pix default: the reference's way)")
+    ] = False,
     truncation: Annotated[float | None, typer.Option(help="generation: resample noise beyond this magnitude")] = None,
     out: Annotated[Path | None, typer.Option(help="keep the translated / generated images in this folder")] = None,
     cache_stats: Annotated[
@@ -137,14 +140,13 @@ def model_command(
 ) -> None:
     """Translate DIR/A (pix2pix, cyclegan) or generate N samples balanced over classes (cgan), then measure them."""
     from transgan.evaluation import evaluate_model, has_pairs
-    from transgan.export.onnx import model_metadata, pick_generator
     from transgan.metrics import load_extractor
     from transgan.models import open_model
 
     device = _device(device)
     model_file = open_model(model, device)
-    net, picked = pick_generator(model_file, direction)
-    translator = model_metadata(model_file, net, picked)["kind"] == "translator"
+    info = model_file.info(direction)
+    picked, translator = info.direction, info.kind == "translator"
     metrics = set() if no_fid else {"fid"} | ({"kid"} if kid else set()) | ({"pr"} if pr else set())
     if translator and has_pairs(data, picked):
         metrics.add("paired")  # paired test data: also L1/PSNR/SSIM against the targets
@@ -167,5 +169,6 @@ def model_command(
         classifier=judge,
         out_dir=out,
         cache=cache_stats,
+        test_time="eval" if eval_mode else None,
     )
     _report(results, as_json, f"{model} on {data}")

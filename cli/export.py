@@ -39,15 +39,31 @@ def export_command(
     for_cpu: Annotated[
         bool, typer.Option("--for-cpu", help="rewrite convs for CPU runtimes (Winograd 3x3); GPUs: leave off")
     ] = False,
+    eval_mode: Annotated[
+        bool,
+        typer.Option("--eval", help="batch norm with running statistics (pix2pix default: each image's own)"),
+    ] = False,
 ) -> None:
-    """Export a generator to ONNX and check ONNX Runtime against PyTorch on a sample input."""
+    """Export a generator to ONNX and check ONNX Runtime against PyTorch on a sample input.
+
+    A pix2pix model exports its reference test-time mode: batch norm normalises each image by its own
+    statistics. Test-time dropout is not exported: the graph runs without it.
+    """
     from transgan.export.onnx import export_onnx
 
     if out.suffix.lower() != ".onnx":
         raise TransganError(f"{out}: the output file must end in .onnx")
     shape = parse_size(static_shape, "--static-shape") if static_shape else None
     report = export_onnx(
-        model, out, direction=direction, fp16=fp16, opset=opset, static_shape=shape, batch=batch, for_cpu=for_cpu
+        model,
+        out,
+        direction=direction,
+        fp16=fp16,
+        opset=opset,
+        static_shape=shape,
+        batch=batch,
+        for_cpu=for_cpu,
+        test_time="eval" if eval_mode else None,
     )
     typer.echo(report.summary())
 

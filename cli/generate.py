@@ -39,10 +39,14 @@ def generate_command(
     from transgan.inference.sampling import class_index, generate
     from transgan.inference.sampling import interpolate as interpolate_classes
     from transgan.models import open_model
+    from transgan.nets.test_time import test_time
 
+    if Path(out).suffix.lower() == ".mp4" and not interpolate:
+        raise TransganError(f"--out {out}: an MP4 shows an interpolation, one frame per step: add --interpolate")
     device = resolve_device(device)
     model_file = open_model(model, device)
     G, names = model_file.primary, model_file.class_names
+    mode = model_file.info().test_time
     labels = [class_index(names, value) for value in classes or []]
     if labels and not names:
         raise TransganError(f"{model} is an unconditional model: leave out --class")
@@ -53,11 +57,13 @@ def generate_command(
             )
         rows = n or 1
         first, second = (labels[0], labels[1]) if names else (None, None)
-        images = interpolate_classes(G, first, second, steps, rows, seed, truncation)
+        with test_time(G, mode, seed):
+            images = interpolate_classes(G, first, second, steps, rows, seed, truncation)
         columns = steps
     else:
         per_class = n or 64
-        images = generate(G, labels or None, per_class, seed, truncation)
+        with test_time(G, mode, seed):
+            images = generate(G, labels or None, per_class, seed, truncation)
         columns = nrow or (per_class if len(labels) > 1 else min(per_class, 8))
     written = write_images(images, out, columns, [names[k] for k in labels] if labels and not interpolate else None)
     typer.echo(f"{len(images)} images written to {written}")
@@ -68,6 +74,10 @@ def write_images(images, out: Path, columns: int, class_names: list[str] | None)
     from torchvision.utils import make_grid, save_image
 
     out = Path(out)
+    if out.suffix.lower() == ".mp4":  # --interpolate as a video: frame t shows step t of every row
+        from transgan.inference.video import write_interpolation_video
+
+        return write_interpolation_video(images, columns, out)
     if out.suffix.lower() in IMAGE_SUFFIXES:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0), out)

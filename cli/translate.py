@@ -10,19 +10,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+EXIT_INPUTS_FAILED = 1  # the others are written; exit 2 (one error line) comes from transgan.cli.app
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
 
 class ImagesPerSecond(ProgressColumn):
-    """Images per second since the start (rich's own speed column smooths over a short window only)."""
+    """Images per second since the start (rich's own speed column smooths over a short window only).
+
+    Inputs already done when the run starts (outputs that exist) are not counted as speed.
+    """
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
-        speed = task.completed / elapsed if elapsed > 0 else 0.0
+        work = task.completed - task.fields.get("done_before", 0)
+        speed = work / elapsed if elapsed > 0 else 0.0
         return Text(f"{speed:.1f} img/s")
 
 
 def translate_command(
     model: Annotated[str, typer.Argument(help="model file, run directory, pretrained name or exported .onnx")],
-    input_dir: Annotated[Path, typer.Argument(help="folder of images (searched recursively)")],
+    input_dir: Annotated[Path, typer.Argument(help="folder of images and videos (searched recursively), or a video")],
     output_dir: Annotated[Path, typer.Argument(help="where to write; must be outside INPUT_DIR")],
     direction: Annotated[str | None, typer.Option(help="AtoB or BtoA (default AtoB)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 8,
@@ -35,34 +42,75 @@ def translate_command(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace outputs that already exist")] = False,
     workers: Annotated[int, typer.Option(min=1, help="decode and encode threads each")] = 2,
+    crf: Annotated[int, typer.Option(min=0, max=63, help="videos: H.264 quality, 0 lossless .. 51 (18 looks it)")] = 18,
+    eval_mode: Annotated[
+        bool, typer.Option("--eval", help="run the generator in eval mode (pix2pix default: the reference's way)")
+    ] = False,
 ) -> None:
-    """Translate every image in INPUT_DIR; outputs that exist are skipped, so an interrupted run resumes."""
+    """Translate every image in INPUT_DIR; outputs that exist are skipped, so an interrupted run resumes.
+
+    An input that cannot be read (corrupt or truncated file, dangling or looping link) is named at the end,
+    and the others are still translated.
+
+    Exit status:
+    0: every input translated, or its output already there;
+    1: some inputs could not be read (each is named), the others are written;
+    2: an error stopped the command (one 'error:' line naming the option, folder or model);
+    130: interrupted (Ctrl-C); finished outputs are kept, run the same command again to continue.
+    """
+    from transgan.cli import video as video_cli
+
     from transgan.inference.engines import open_engine
     from transgan.inference.pipeline import check_folders, translate_folder
 
+    if video_cli.is_clip(input_dir):  # one video in, one video out (OUTPUT_DIR may name the file)
+        options = {"engine": engine, "device": device, "precision": precision, "direction": direction}
+        options.update(test_time="eval" if eval_mode else None, batch_size=batch_size, resize=resize)
+        return video_cli.translate_clip(model, input_dir, output_dir, crf=crf, overwrite=overwrite, **options)
     check_folders(input_dir, output_dir)  # before opening the model, which may mean a slow ONNX export
     console = Console(stderr=True, highlight=False)
-    runner = open_engine(model, engine=engine, device=device, precision=precision, direction=direction)
+    runner = open_engine(
+        model,
+        engine=engine,
+        device=device,
+        precision=precision,
+        direction=direction,
+        test_time="eval" if eval_mode else None,
+    )
     console.print(f"translating with {runner.describe()}", markup=False)
     columns = [TextColumn("translate"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("translate", total=None)
+        reached = [0, 0]  # done, total: what an interrupt reports
 
         def on_progress(done: int, total: int) -> None:
+            if reached[1] == 0:  # the first call: inputs already done count as done, not as speed
+                progress.reset(task, total=total, completed=done, done_before=done)
             progress.update(task, completed=done, total=total)
+            reached[:] = [done, total]
 
-        summary = translate_folder(
-            runner,
-            input_dir,
-            output_dir,
-            batch_size=batch_size,
-            resize=resize,
-            overwrite=overwrite,
-            png=png,
-            workers=workers,
-            on_progress=on_progress,
-            on_warning=lambda line: console.print(f"warning: {line}", markup=False, soft_wrap=True),
-        )
+        try:
+            summary = translate_folder(
+                runner,
+                input_dir,
+                output_dir,
+                batch_size=batch_size,
+                resize=resize,
+                overwrite=overwrite,
+                png=png,
+                workers=workers,
+                on_progress=on_progress,
+                on_warning=lambda line: console.print(f"warning: {line}", markup=False, soft_wrap=True),
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print(
+                f"interrupted: {reached[0]} of {reached[1]} inputs done, finished outputs are kept; "
+                "run the same command again to continue",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(
         f"{summary.translated} translated ({summary.images_per_second:.1f} images/s), "
         f"{summary.skipped_existing} skipped (output exists; --overwrite to redo), "
@@ -72,6 +120,10 @@ def translate_command(
     )
     for path, reason in summary.unreadable:
         console.print(f"  unreadable: {path}: {reason}", markup=False, soft_wrap=True)
+    options = {"batch_size": batch_size, "resize": resize, "overwrite": overwrite}
+    failed_videos = video_cli.translate_folder_videos(runner, input_dir, output_dir, crf=crf, **options)
+    if summary.unreadable or failed_videos:
+        raise typer.Exit(EXIT_INPUTS_FAILED)
 
 
 def register(app: typer.Typer) -> None:

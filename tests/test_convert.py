@@ -156,3 +156,29 @@ def test_gan_compression_wrong_channels_named(real_data):
     path = real_data("gan_compression_horse2zebra", "latest_net_G.pth")
     with pytest.raises(TransganError, match="with channels 16_16_32_16_32_32_16_32: tensor 'model.22.weight'"):
         load_gan_compression_checkpoint(path, channels="16_16_32_16_32_32_16_32")
+
+
+def test_converted_generators_record_their_test_time_mode(real_data, tmp_path):
+    """Reference generators run at test time as the reference's test.py runs them; GAN Compression's in eval mode.
+    A U-Net's dropout has no tensors: it takes pix2pix's default (on) unless --no-dropout."""
+    from transgan.cli.app import build_app
+    from typer.testing import CliRunner
+
+    from transgan.checkpoint import read_model
+
+    runs = {
+        "unet": [real_data("reference_checkpoints", "unet_256_batch_ngf8.pth")],
+        "unet_plain": [real_data("reference_checkpoints", "unet_256_batch_ngf8.pth"), "--no-dropout"],
+        "mobile": [real_data("gan_compression_horse2zebra", "latest_net_G.pth"), "--arch", "mobile_resnet"],
+    }
+    models, lines = {}, {}
+    for name, (source, *options) in runs.items():
+        out = tmp_path / f"{name}.safetensors"
+        result = CliRunner().invoke(build_app(), ["convert", str(source), str(out), *options])
+        assert result.exit_code == 0, result.output
+        models[name], lines[name] = read_model(out), result.output
+    assert models["unet"].info().test_time == "reference" and "test time: reference" in lines["unet"]
+    assert "test time: eval" in lines["mobile"]
+    assert models["unet"].primary.transgan_config["dropout"] is True
+    assert models["unet_plain"].primary.transgan_config["dropout"] is False
+    assert models["mobile"].info().test_time == "eval"

@@ -287,3 +287,19 @@ def test_paired_eval_of_a_generation_task_is_refused(tmp_path):
     config = quiet_config(tmp_path / "run", steps=1, eval_every=1, eval_data=str(real), eval_metrics="paired")
     with pytest.raises(TransganError, match="needs a translation task"):
         build_trainer("cgan", CGANConfig(data=str(real), image_size=16, ngf=8, ndf=8, latent_dim=8), config)
+
+
+def test_eval_model_runs_pix2pix_the_reference_way_and_gives_live_networks_back(tmp_path, pairs):
+    from transgan.checkpoint import ModelFile
+
+    torch.manual_seed(0)
+    net = build_network("unet", num_downs=6, ngf=4, norm="batch", dropout=True, init_gain=0.5).train()
+    live = ModelFile.from_networks({"G": net}, task="pix2pix", directions={"AtoB": "G"})
+    scores = {
+        mode: evaluate_model(live, pairs, metrics=frozenset({"paired"}), n=3, test_time=mode, out_dir=tmp_path / mode)
+        for mode in ("reference", "eval")
+    }
+    assert scores["reference"]["l1"] != pytest.approx(scores["eval"]["l1"])
+    assert all(module.training for module in net.modules())  # the trainer's network, as it lent it
+    again = evaluate_model(live, pairs, metrics=frozenset({"paired"}), n=3, out_dir=tmp_path / "again")
+    assert again == scores["reference"]  # the model's own mode, with the same dropout seed

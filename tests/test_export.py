@@ -225,3 +225,24 @@ def test_for_cpu_export_records_its_rewrites_and_refuses_fp16(tmp_path):
     assert "ConvTranspose" in ops
     with pytest.raises(TransganError, match="--for-cpu and --fp16"):
         export_onnx(net, tmp_path / "x.onnx", for_cpu=True, fp16=True)
+
+
+def test_reference_test_time_mode_exports_per_image_batch_norm_without_dropout(tmp_path):
+    """A pix2pix model file exports the reference's test-time mode: batch norm on each image, no dropout."""
+    from transgan.nets import test_time as test_time_module
+
+    net = small_generator("unet", num_downs=6, norm="batch", dropout=True)  # one dropout level, 64-pixel multiple
+    path = transgan.save(net, tmp_path / "p2p.safetensors", task="pix2pix", directions={"AtoB": "G"})
+    report = export_onnx(path, tmp_path / "p2p.onnx")
+    meta = report.metadata
+    assert meta["test_time"] == "reference" and "test-time dropout left out" in meta["test_time_note"]
+    assert "test-time dropout left out" in report.summary()
+    ops = {node.op_type for node in onnx.load(str(report.path)).graph.node}
+    assert "InstanceNormalization" in ops and not ops & {"BatchNormalization", "Dropout"}
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 64, 128)).astype(np.float32)
+    (ours,) = session(report.path).run(None, {"input": x})
+    (first,) = session(report.path).run(None, {"input": x[:1]})
+    with torch.no_grad(), test_time_module.test_time(net, "reference", dropout=False):
+        expected = net(torch.from_numpy(x)).numpy()
+    assert np.abs(ours - expected).max() <= 1e-4 and np.abs(ours[:1] - first).max() <= 1e-5
+    assert not any("forward" in vars(module) for module in net.modules())  # the network is given back as it was

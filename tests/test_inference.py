@@ -141,3 +141,42 @@ def test_engine_that_replans_per_shape_sees_one_batch_shape_and_same_outputs(tin
     assert [s[0] for s in shapes] == [2, 2, 2]
     for path in sorted((tmp_path / "plain").iterdir()):
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "padded" / path.name)))
+
+
+def test_an_onnx_file_keeps_its_test_time_mode(tiny_model):
+    _, onnx_path = tiny_model  # a pix2pix model file: exported in the reference test-time mode
+    assert open_engine(onnx_path, device="cpu").info["test_time"] == "reference"
+    with pytest.raises(TransganError, match="exported in reference test-time mode; export it again with --eval"):
+        open_engine(onnx_path, device="cpu", test_time="eval")
+
+
+def test_translate_runs_pix2pix_the_reference_way_unless_eval(tmp_path):
+    """Default: batch norm on each image's own statistics, seeded dropout; --eval: running statistics."""
+    from transgan.cli.app import build_app
+    from typer.testing import CliRunner
+
+    from transgan.nets import test_time as test_time_module
+
+    torch.manual_seed(0)
+    net = build_network("unet", num_downs=6, ngf=4, norm="batch", dropout=True, init_gain=0.5)
+    model = transgan.save(net, tmp_path / "p2p.safetensors", task="pix2pix", directions={"AtoB": "G"})
+    (tmp_path / "in").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / "in" / f"{i}.png")
+    x = torch.from_numpy(pixels.transpose(0, 3, 1, 2) / 127.5 - 1).float()
+    with torch.no_grad():
+        with test_time_module.test_time(net, "reference", seed=0):
+            expected = {"reference": net(x)}
+        with test_time_module.test_time(net, "eval"):
+            expected["eval"] = net(x)
+    for mode, extra in (("reference", []), ("eval", ["--eval"])):
+        args = ["translate", model, tmp_path / "in", tmp_path / mode, "--device", "cpu", *extra]
+        result = CliRunner().invoke(build_app(), [str(arg) for arg in args])
+        assert result.exit_code == 0, result.output
+        for i in range(2):
+            ours = np.asarray(Image.open(tmp_path / mode / f"{i}.png"), dtype=np.float32) / 127.5 - 1
+            assert np.abs(ours - expected[mode][i].permute(1, 2, 0).numpy()).max() <= 1.01 / 127.5, mode
+    assert not np.array_equal(
+        np.asarray(Image.open(tmp_path / "eval" / "0.png")), np.asarray(Image.open(tmp_path / "reference" / "0.png"))
+    )

@@ -102,6 +102,19 @@ def test_a_duplicate_name_skips_the_whole_plugin_and_names_both_packages(plugin_
     assert failure.origin.package == f"widgets-b-{tag}" and "transgan" in failure.reason
 
 
+def test_a_plugin_registers_variants_of_built_ins_and_a_bad_one_is_skipped(plugin_site):
+    registry, install, tag = plugin_site
+    good = "def register(r):\n    r.add_variant('made_here_too', 'made_here', 'The built-in, again.')\n"
+    bad = "def register(r):\n    r.add('fine_first', len)\n    r.add_variant('orphan', 'no_such_base', 'Nothing.')\n"
+    install("widgets-var", "1.0", {"var": "tp_var_{tag}:register"}, {"tp_var": good})
+    install("widgets-orphan", "1.0", {"orphan": "tp_orphan_{tag}:register"}, {"tp_orphan": bad})
+    with pytest.warns(PluginWarning, match=rf"plugin 'orphan'.*widgets-orphan-{tag}.*no widget 'no_such_base'"):
+        assert registry.names() == ["made_here", "made_here_too"]  # the bad plugin left nothing behind
+    entry = registry.entry("made_here_too")
+    assert entry.obj() == "built-in" and entry.obj.__doc__ == "The built-in, again."
+    assert entry.origin.package == f"widgets-var-{tag}" and not registry.entry("made_here").origin.is_plugin
+
+
 def test_an_entry_point_must_name_a_module_or_a_function(plugin_site):
     registry, install, tag = plugin_site
     install("widgets-odd", "1.0", {"odd": "tp_odd_{tag}:Thing"}, {"tp_odd": "class Thing:\n    pass\n"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -39,17 +41,17 @@ def folder(tmp_path):
     return source
 
 
-def invoke(*args: str):
+def invoke(*args: str, status: int = 0):
     result = CliRunner().invoke(build_app(), [str(arg) for arg in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == status, result.output
     return result
 
 
 def test_translate_keeps_sizes_and_relative_paths_and_skips_unreadable(model, folder, tmp_path):
     out = tmp_path / "out"
-    result = invoke("translate", model, folder, out, "--device", "cpu", "--batch-size", "2")
+    result = invoke("translate", model, folder, out, "--device", "cpu", "--batch-size", "2", status=1)
     assert Image.open(out / "odd.png").size == (53, 37)  # padded to 40x56 inside, cropped back
     assert Image.open(out / "sub" / "photo.jpg").size == (24, 40)
     assert Image.open(out / "grey.png").size == (19, 21)
@@ -60,18 +62,83 @@ def test_translate_keeps_sizes_and_relative_paths_and_skips_unreadable(model, fo
 
 def test_existing_outputs_are_skipped_unless_overwrite(model, folder, tmp_path):
     out = tmp_path / "out"
+    (folder / "broken.png").unlink()
     invoke("translate", model, folder, out, "--device", "cpu")
     (out / "odd.png").write_bytes(b"kept")
     result = invoke("translate", model, folder, out, "--device", "cpu")
     assert "0 translated" in result.output and "3 skipped" in result.output
+    assert "3/3" in result.output  # all done before the start: a full bar, not '0/?'
     assert (out / "odd.png").read_bytes() == b"kept"
     invoke("translate", model, folder, out, "--device", "cpu", "--overwrite")
     assert Image.open(out / "odd.png").size == (53, 37)
 
 
+def test_every_failed_input_is_named_gif_is_read_and_the_status_says_so(model, folder, tmp_path):
+    first, second = Image.new("RGB", (12, 8), (250, 10, 10)), Image.new("RGB", (12, 8), (10, 10, 250))
+    first.save(folder / "anim.gif", save_all=True, append_images=[second], duration=100)
+    (folder / "sub" / "dangling.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "hidden").mkdir()
+    (folder / "hidden" / ".x.png").symlink_to(tmp_path / "deleted.png")  # hidden: not an input at all
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "transgan", "translate", str(model), str(folder), str(out), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr  # after the rest were done
+    assert Image.open(out / "anim.gif").size == (12, 8)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["anim.gif", "grey.png", "odd.png", "photo.jpg"]
+    assert "4 translated" in result.stderr and "3 unreadable" in result.stderr
+    named = [line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("  unreadable: ")]
+    assert named == [str(folder / "broken.png"), str(folder / "loop.jpg"), str(folder / "sub" / "dangling.png")]
+    assert "symbolic link loop" in result.stderr and "broken symbolic link" in result.stderr
+    assert "7/7" in result.stderr and "Traceback" not in result.stderr
+    # A rerun has nothing left that it can do, and still says that three inputs failed.
+    again = invoke("translate", model, folder, out, "--device", "cpu", status=1)
+    assert "0 translated" in again.output and "4 skipped" in again.output and "3 unreadable" in again.output
+
+
+def test_help_lists_the_exit_statuses():
+    result = invoke("translate", "--help")
+    assert "Exit status" in result.output
+    for status in ("0:", "1:", "2:", "130:"):
+        assert status in result.output
+
+
+def test_ctrl_c_keeps_finished_outputs_and_exits_130(model, folder, tmp_path, monkeypatch):
+    """A real SIGINT while the third output is written: exit 130, finished outputs kept, a rerun completes."""
+    import transgan.inference.pipeline as pipeline
+
+    (folder / "broken.png").unlink()
+    for i in range(6):
+        Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)).save(folder / f"more_{i}.png")
+    written = []
+    original = pipeline.encode
+
+    def encode_then_interrupt(pixels, target):
+        original(pixels, target)
+        written.append(target)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pipeline, "encode", encode_then_interrupt)
+    # The suite may run as a background job, where SIGINT is ignored: take Python's Ctrl-C handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = invoke(
+            "translate", model, folder, tmp_path / "out", "--device", "cpu", "--batch-size", "1", status=130
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "interrupted:" in result.output and "run the same command again" in result.output
+    outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert 3 <= len(outputs) < 9 and not [p for p in outputs if p.name.endswith(".partial")]
+    monkeypatch.setattr(pipeline, "encode", original)
+    rerun = invoke("translate", model, folder, tmp_path / "out", "--device", "cpu")
+    assert f"{9 - len(outputs)} translated" in rerun.output and f"{len(outputs)} skipped" in rerun.output
+
+
 def test_png_option_and_resize(model, folder, tmp_path):
     out = tmp_path / "out"
-    invoke("translate", model, folder, out, "--device", "cpu", "--png", "--resize", "32")
+    invoke("translate", model, folder, out, "--device", "cpu", "--png", "--resize", "32", status=1)
     assert Image.open(out / "sub" / "photo.png").size == (32, 53)  # shorter side 32, aspect kept
 
 
@@ -98,8 +165,8 @@ def test_translate_with_the_onnx_engine_matches_torch(model, folder, tmp_path, m
     onnx_file = tmp_path / "model.onnx"
     result = invoke("export", model, onnx_file)
     assert "max abs diff" in result.output and onnx_file.is_file()
-    invoke("translate", onnx_file, folder, tmp_path / "onnx", "--device", "cpu")
-    invoke("translate", model, folder, tmp_path / "torch", "--device", "cpu", "--engine", "torch")
+    invoke("translate", onnx_file, folder, tmp_path / "onnx", "--device", "cpu", status=1)  # broken.png
+    invoke("translate", model, folder, tmp_path / "torch", "--device", "cpu", "--engine", "torch", status=1)
     for name in ("odd.png", "grey.png"):
         ours = np.asarray(Image.open(tmp_path / "onnx" / name), dtype=np.int16)
         theirs = np.asarray(Image.open(tmp_path / "torch" / name), dtype=np.int16)

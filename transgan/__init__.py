@@ -1,4 +1,8 @@
-"""transgan: image translation and generation with GANs, one shared trainer, ONNX export."""
+"""transgan: image translation and generation with GANs, one shared trainer, ONNX export.
+
+The Python API: `load`, `read_model` and `save` (model files: weights + config), `build_network` and
+`list_models` (the network registry, plugins included), and `TransganError` (every user mistake).
+"""
 
 __version__ = "0.1.0"
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from transgan.checkpoint import DEFAULT_NORMALIZATION, ModelFile
+from transgan.checkpoint import ModelFile
+from transgan.config import EvalOptions
 from transgan.errors import TransganError
-from transgan.export.onnx import model_metadata, pick_generator
 from transgan.inference.engines import TorchEngine
 from transgan.inference.pipeline import decode, encode, translate_folder
 from transgan.inference.sampling import generate
@@ -36,6 +36,8 @@ from transgan.metrics import (
     score_features,
     to_uint8,
 )
+from transgan.nets.test_time import check_mode
+from transgan.nets.test_time import test_time as at_test_time
 
 METRICS = ("fid", "kid", "pr", "paired")
 FEATURE_METRICS = frozenset({"fid", "kid", "pr"})
@@ -55,16 +57,8 @@ def parse_metrics(text: str, flag: str = "--eval-metrics") -> frozenset[str]:
 
 
 def live_model(networks: dict[str, nn.Module], task: str, **model_file_kwargs: Any) -> ModelFile:
-    """The in-memory twin of the model file `transgan.save(networks, task=task, **model_file_kwargs)` writes."""
-    meta = {
-        "task": task,
-        "primary": model_file_kwargs.get("primary") or next(iter(networks)),
-        "directions": model_file_kwargs.get("directions") or {},
-        "class_names": list(model_file_kwargs.get("class_names") or []),
-        "normalization": model_file_kwargs.get("normalization") or DEFAULT_NORMALIZATION,
-        "extra": model_file_kwargs.get("extra") or {},
-    }
-    return ModelFile(dict(networks), meta)
+    """Kept for callers written before `ModelFile.from_networks(networks, task=task, **model_file_kwargs)`."""
+    return ModelFile.from_networks(networks, task=task, **model_file_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -310,66 +304,70 @@ def evaluate_model(
     classifier: Callable[[Tensor], Tensor] | None = None,
     out_dir: str | Path | None = None,
     cache: str | Path | None = None,
+    test_time: str | None = None,
 ) -> dict[str, Any]:
     """Translate (pix2pix, cyclegan) or generate (cgan) with `model`, then measure against `data`.
 
     Translators: `data` holds A/ and B/; samplers: real images (folder, .npz statistics, .zip or MNIST
     idx folder). `extractor` is needed for fid/kid/pr; `classifier` (samplers) maps uint8 images to logits.
+    The generator runs the test-time way `test_time` ('reference' or 'eval'; default: the model's own),
+    `seed` seeding its test-time dropout too; its modes are restored afterwards (live training networks).
     """
     if n < 1:
         raise TransganError(f"--n {n}: must be at least 1")
     if metrics & FEATURE_METRICS and extractor is None:
         raise TransganError("FID, KID and precision/recall need a feature extractor (--features)")
-    net, direction = pick_generator(model, direction)
-    info = model_metadata(model, net, direction)
+    net, direction = model.generator(direction)
+    info = model.info(direction).as_dict()
+    info["test_time"] = check_mode(test_time or info["test_time"])
     if info["kind"] == "translator":
         # channels_last stays off: during training `net` is the live generator, whose layout must not change.
-        engine = TorchEngine(net, info, str(device), "fp32", channels_last=False)
-        return evaluate_translator(
-            engine,
+        with TorchEngine(net, info, str(device), "fp32", channels_last=False, seed=seed) as engine:
+            return evaluate_translator(
+                engine,
+                data,
+                extractor=extractor,
+                metrics=metrics,
+                n=n,
+                batch_size=batch_size,
+                device=device,
+                resize=resize,
+                out_dir=out_dir,
+                cache=cache,
+            )
+    with at_test_time(net, info["test_time"], seed):
+        return evaluate_sampler(
+            net,
             data,
             extractor=extractor,
             metrics=metrics,
             n=n,
             batch_size=batch_size,
             device=device,
-            resize=resize,
+            seed=seed,
+            truncation=truncation,
+            classifier=classifier,
+            class_names=model.class_names,
             out_dir=out_dir,
             cache=cache,
         )
-    return evaluate_sampler(
-        net.eval(),
-        data,
-        extractor=extractor,
-        metrics=metrics,
-        n=n,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        truncation=truncation,
-        classifier=classifier,
-        class_names=model.class_names,
-        out_dir=out_dir,
-        cache=cache,
-    )
 
 
 class TrainingEvaluator:
     """`--eval-every`: checked and set up when training starts (so a missing extractor fails before step 1),
     then called on rank 0 between steps; returns `eval/<metric>` values to log."""
 
-    def __init__(self, config: Any, model_now: Callable[[], ModelFile], device: torch.device, run_dir: Path):
+    def __init__(self, options: EvalOptions, model_now: Callable[[], ModelFile], device: torch.device, run_dir: Path):
         self.model_now, self.device = model_now, device
-        self.metrics = parse_metrics(config.eval_metrics)
-        self.data, self.n = config.eval_data, config.eval_n
+        self.metrics = parse_metrics(options.metrics)
+        self.data, self.n = options.data, options.n
         if not self.data:
             raise TransganError("--eval-every needs --eval-data DIR: held-out images to evaluate on")
         if self.n < 2:
             raise TransganError(f"--eval-n {self.n}: evaluate on at least 2 images")
-        model = model_now()
-        net, direction = pick_generator(model, None)
-        kind = model_metadata(model, net, direction)["kind"]
-        if kind == "translator":
+        info = model_now().info()
+        direction = info.direction
+        if info.kind == "translator":
             list_images(translation_folders(self.data, direction)[1])  # targets: a missing folder fails now
             if "paired" in self.metrics and not has_pairs(self.data, direction):
                 raise TransganError(
@@ -381,20 +379,15 @@ class TrainingEvaluator:
             check_reference(self.data, needs_features=bool(self.metrics & {"kid", "pr"}))
         self.extractor = None
         if self.metrics & FEATURE_METRICS:
-            weights = config.eval_inception_weights or None
-            self.extractor = load_extractor(config.eval_features, weights, device, flag_prefix="eval-")
+            weights = options.inception_weights or None
+            self.extractor = load_extractor(options.features, weights, device, flag_prefix="eval-")
         # Reference features are computed at the first evaluation and reused, across resumes too.
         self.cache = Path(run_dir) / "eval" / "reference.npz"
 
     def __call__(self) -> dict[str, float]:
-        model = self.model_now()
-        modes = {name: net.training for name, net in model.networks.items()}
-        try:
-            results = evaluate_model(
-                model, self.data, extractor=self.extractor, metrics=self.metrics, n=self.n, device=self.device,
-                cache=self.cache,
-            )  # fmt: skip
-        finally:
-            for name, net in model.networks.items():
-                net.train(modes[name])
+        # evaluate_model gives the live networks back in their training modes.
+        results = evaluate_model(
+            self.model_now(), self.data, extractor=self.extractor, metrics=self.metrics, n=self.n,
+            device=self.device, cache=self.cache,
+        )  # fmt: skip
         return {f"eval/{key}": float(results[key]) for key in LOGGED if key in results and math.isfinite(results[key])}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,20 @@ from transgan.registry import LOSSES
 # the loss stays accurate under autocast (fp16/bf16 logits lose precision in softplus and squares).
 
 
+class AdversarialLoss(Protocol):
+    """What `--gan-loss NAME` names: the two sides of one GAN game on D's raw predictions (a higher
+    prediction means 'more real'). Each returns float32 scalars averaged over all prediction elements."""
+
+    def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
+        """D's loss as (loss_real, loss_fake), each from its own predictions; `real_label` below 1 is one-sided
+        label smoothing (raise TransganError where the loss has no target to smooth)."""
+        ...
+
+    def generator(self, fake_pred: Tensor) -> Tensor:
+        """G's loss on D's predictions for the fakes."""
+        ...
+
+
 def _no_label_smoothing(name: str, real_label: float) -> None:
     # Hinge and Wasserstein losses have no target value to soften: refuse rather than silently ignore.
     if real_label != 1.0:
@@ -24,7 +38,7 @@ def _no_label_smoothing(name: str, real_label: float) -> None:
 
 
 @LOSSES.register("vanilla")
-class VanillaLoss:
+class VanillaLoss(AdversarialLoss):
     """The reference GANLoss('vanilla'): binary cross-entropy on logits against targets 1 (real) and 0 (fake)."""
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -39,7 +53,7 @@ class VanillaLoss:
 
 
 @LOSSES.register("nonsaturating")
-class NonSaturatingLoss:
+class NonSaturatingLoss(AdversarialLoss):
     """The StyleGAN softplus form: D minimises softplus(-D(x)) + softplus(D(G(z))), G minimises softplus(-D(G(z)))."""
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -64,8 +78,10 @@ class MinimaxLoss(NonSaturatingLoss):
 
 
 @LOSSES.register("lsgan")
-class LeastSquaresLoss:
+class LeastSquaresLoss(AdversarialLoss):
     """The reference GANLoss('lsgan'): mean squared error against targets 1 (real) and 0 (fake)."""
+
+    decision_threshold = 0.5  # targets 1 and 0: D calls a prediction real above 0.5 (see discriminator_accuracy)
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
         real_pred, fake_pred = real_pred.float(), fake_pred.float()
@@ -79,7 +95,7 @@ class LeastSquaresLoss:
 
 
 @LOSSES.register("hinge")
-class HingeLoss:
+class HingeLoss(AdversarialLoss):
     """Hinge loss (SAGAN, BigGAN): D minimises relu(1 - D(x)) + relu(1 + D(G(z))), G minimises -D(G(z)).
 
     `real_label` other than 1.0 raises: there is no target to smooth.
@@ -94,7 +110,7 @@ class HingeLoss:
 
 
 @LOSSES.register("wasserstein")
-class WassersteinLoss:
+class WassersteinLoss(AdversarialLoss):
     """WGAN critic loss: D minimises D(G(z)) - D(x), G minimises -D(G(z)); pair it with gradient_penalty.
 
     `real_label` other than 1.0 raises: there is no target to smooth.
@@ -108,7 +124,7 @@ class WassersteinLoss:
         return -fake_pred.float().mean()
 
 
-def adversarial_loss(name: str) -> Any:
+def adversarial_loss(name: str) -> AdversarialLoss:
     """The adversarial loss registered as `name` (an object with .discriminator and .generator)."""
     obj = LOSSES.get(name)  # unknown names raise one line listing the known ones
     # Built-ins register their class; a plugin may register a ready instance.
@@ -156,3 +172,73 @@ def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
 def identity_loss(same: Tensor, original: Tensor) -> Tensor:
     """CycleGAN's identity term: L1 between G_AB(B) and B."""
     return l1_loss(same, original)
+
+
+def drift_penalty(real_pred: Tensor) -> Tensor:
+    """ProGAN's drift term: mean of D(x)^2 on reals, keeping a WGAN critic's scores near 0 (weight 0.001)."""
+    return real_pred.float().square().mean()
+
+
+def lazy_r1_loss(
+    D: Callable[..., Tensor], real_images: Tensor, *extra_inputs: Any, gamma: float, every: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Lazy R1 (StyleGAN2): gamma * every * r1_penalty from a pass of D over the reals, run every `every` steps.
+
+    The reals are detached and set to require grad here; wrap D to augment (`lambda x, y: D(augment(x), y)`)
+    and the gradient is taken through the augmentation, as StyleGAN2-ADA does. Returns (weighted penalty,
+    D's predictions on the reals, which the main real/fake loss may reuse).
+    """
+    if every < 1:
+        raise TransganError(f"--r1-every {every}: must be at least 1")
+    real = real_images.detach().requires_grad_(True)
+    real_pred = D(real, *extra_inputs)
+    return gamma * every * r1_penalty(real_pred, real), real_pred
+
+
+def lazy_adam_settings(lr: float, betas: tuple[float, float], every: int) -> tuple[float, tuple[float, float]]:
+    """Adam's lr and betas for a network regularised lazily every `every` steps (StyleGAN2 appendix B):
+    lr * c and betas ** c with c = every / (every + 1), so the extra steps do not change the effective rate."""
+    ratio = every / (every + 1)
+    return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)
+
+
+def r1_gamma_for(resolution: int, batch_size: int) -> float:
+    """StyleGAN2-ADA's R1 weight heuristic: 0.0002 * resolution^2 / batch size (e.g. 32 px, batch 64: 0.0032)."""
+    return 0.0002 * resolution**2 / batch_size
+
+
+def path_length_penalty(
+    images: Tensor,
+    ws: Tensor,
+    mean_length: Tensor | float,
+    decay: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """StyleGAN2's path length regulariser: per sample a = ||J_w^T y|| with y ~ N(0, I) / sqrt(H * W) (the
+    square sum over w's features, averaged over the synthesis inputs, then the root); penalty =
+    mean((a - mean)^2) against the running mean of a, which moves by `decay` toward this batch's mean.
+
+    `ws` must require grad and `images` be `G.synthesis(ws)`. Returns (penalty, new running mean, detached):
+    the caller keeps the mean in its training state and weighs the penalty (2 in StyleGAN2, times the lazy
+    interval). y is drawn on the CPU from `generator` or the global CPU RNG.
+    """
+    height, width = images.shape[-2:]
+    y = torch.randn(images.shape, generator=generator).to(images.device, torch.float32) / (height * width) ** 0.5
+    (grad,) = torch.autograd.grad((images.float() * y).sum(), ws, create_graph=True)
+    squares = grad.float().square().sum(dim=-1)
+    lengths = (squares.mean(dim=1) if squares.dim() > 1 else squares).sqrt()
+    mean = torch.as_tensor(mean_length, dtype=torch.float32, device=lengths.device)
+    mean = torch.lerp(mean, lengths.mean().detach(), decay)
+    return (lengths - mean).square().mean(), mean
+
+
+def discriminator_accuracy(real_pred: Tensor, fake_pred: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The fractions of real predictions above `threshold` and fake ones at or below it (all elements of a
+    PatchGAN map count). Use `decision_threshold(loss)`: 0 for logits and critics, 0.5 for LSGAN."""
+    real_pred, fake_pred = real_pred.detach().float(), fake_pred.detach().float()
+    return (real_pred > threshold).float().mean(), (fake_pred <= threshold).float().mean()
+
+
+def decision_threshold(loss: Any) -> float:
+    """Where an adversarial loss object separates real from fake predictions (its `decision_threshold`, else 0)."""
+    return float(getattr(loss, "decision_threshold", 0.0))

@@ -33,6 +33,7 @@ class Origin:
 
     @property
     def is_plugin(self) -> bool:
+        """True for a name registered by an entry-point plugin, False for a built-in."""
         return self.plugin is not None
 
     def __str__(self) -> str:
@@ -81,6 +82,7 @@ _builtins_imported = False
 
 
 def builtin_origin() -> Origin:
+    """The origin of transgan's own names: this package and its version."""
     from transgan import __version__  # at call time: transgan/__init__ imports this module
 
     return Origin("transgan", __version__)
@@ -124,7 +126,12 @@ class Registry:
         self.plugin_errors: list[PluginFailure] = []
 
     def register(self, name: str, **info: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: register `obj` under `name`; a name that exists raises RegistryError."""
+        """Decorator: register `obj` under `name`; a name that exists raises RegistryError.
+
+        `info` is free-form and kept on the entry. Networks give role= ('translator', 'sampler' or
+        'discriminator'), optionally family= and test_config= (small options for the tests that build every
+        registered network; without it they shrink the usual width and size options).
+        """
 
         def decorator(obj: Callable[..., Any]) -> Callable[..., Any]:
             self.add(name, obj, **info)
@@ -149,7 +156,25 @@ class Registry:
             if loading is not None:
                 loading.added.append((self, name))
 
+    def add_variant(self, name: str, base: str, doc: str, /, **fixed: Any) -> None:
+        """Register `name` as the builder registered as `base` with the options `fixed` set (timm's variants).
+
+        The variant's options are the base's minus the fixed ones, so a model file of the variant stores
+        only those; its info is the base's, with the fixed options taken out of `test_config`.
+        """
+        with _LOCK:
+            if _LOADING and not self._loaded:
+                self.load()  # a plugin's variant of a built-in: the built-ins go in first (see add)
+            if base not in self._entries:
+                raise RegistryError(f"{self.kind} variant '{name}': no {self.kind} '{base}' is registered before it")
+            parent = self._entries[base]
+            info = dict(parent.info)
+            if "test_config" in info:
+                info["test_config"] = {key: value for key, value in info["test_config"].items() if key not in fixed}
+            self.add(name, _fixing(parent.obj, name, doc, fixed, f"{self.kind} variant '{name}' of '{base}'"), **info)
+
     def entry(self, name: str) -> Entry:
+        """The entry registered as `name` (loading the built-ins and plugins first); unknown names raise."""
         self.load()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
@@ -161,6 +186,7 @@ class Registry:
         return self._entries[name]
 
     def get(self, name: str) -> Callable[..., Any]:
+        """The object registered as `name` (a network builder, task class or loss); unknown names raise."""
         return self.entry(name).obj
 
     def names(self, **where: Any) -> list[str]:
@@ -173,10 +199,12 @@ class Registry:
         )
 
     def entries(self) -> list[Entry]:
+        """Every entry, sorted by name."""
         self.load()
         return [self._entries[name] for name in sorted(self._entries)]
 
     def __contains__(self, name: str) -> bool:
+        """Whether `name` is registered (loading the built-ins and plugins first)."""
         self.load()
         return name in self._entries
 
@@ -223,6 +251,28 @@ class Registry:
             _LOADING.pop()
 
 
+def _fixing(base: Callable[..., Any], name: str, doc: str, fixed: dict[str, Any], what: str) -> Callable[..., Any]:
+    """`base` with the keyword options `fixed` set; its signature (what build_network reads) lacks them."""
+    signature = inspect.signature(base)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(parameter.kind not in named for parameter in signature.parameters.values()):
+        raise RegistryError(f"{what}: the base must take named options only (no *args, **kwargs or positional-only)")
+    unknown = sorted(set(fixed) - set(signature.parameters))
+    if unknown:
+        raise RegistryError(f"{what}: the base has no option {', '.join(unknown)}")
+    kept = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in fixed])
+
+    def variant(*args: Any, **options: Any) -> Any:
+        # By name: a fixed option may sit between two kept ones in the base's positional order.
+        return base(**kept.bind(*args, **options).arguments, **fixed)
+
+    variant.__signature__ = kept  # type: ignore[attr-defined]
+    variant.__name__ = variant.__qualname__ = name
+    variant.__doc__ = doc
+    variant.__module__ = base.__module__
+    return variant
+
+
 NETWORKS = Registry(
     "network",
     "transgan.networks",
@@ -233,6 +283,8 @@ NETWORKS = Registry(
         "transgan.nets.mobile_resnet",
         "transgan.nets.dcgan",
         "transgan.nets.conditional",
+        "transgan.nets.stylegan",
+        "transgan.nets.progan",
     ],
 )
 LOSSES = Registry("loss", "transgan.losses", ["transgan.losses"])

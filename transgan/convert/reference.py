@@ -106,6 +106,9 @@ def infer_unet(state: StateDict) -> dict[str, Any]:
         config["norm"] = "batch" if "model.model.1.model.2.weight" in state else "instance"
         # Every level nests one more `.model`; the generator and the outermost level account for two.
         config["num_downs"] = max(key.split(".").count("model") for key in state) - 1
+        # Dropout has no tensors to read it from: take the reference's default for U-Nets (pix2pix trains
+        # with dropout unless --no_dropout), which matters in the reference test-time mode (dropout on).
+        config["dropout"] = True
     return config
 
 

@@ -1,18 +1,18 @@
 """Datasets (paired, unpaired, class-labelled), reference-compatible preprocessing and safe image decoding."""
 
 from transgan.data.classes import ClassFolderDataset, MnistIdxDataset, ZipClassDataset, class_dataset, read_idx
-from transgan.data.images import (
+from transgan.data.images import SkipBadImages
+from transgan.data.paired import AlignedDataset, PairedFoldersDataset, UnalignedDataset, paired_dataset
+from transgan.data.transforms import CropFlip, Preprocess, split_key, tensor_to_image, to_tensor
+from transgan.images import (
     IMAGE_EXTENSIONS,
     BadImageWarning,
-    SkipBadImages,
     UnreadableImage,
     convert_image,
     decode_image,
     list_images,
     load_image,
 )
-from transgan.data.paired import AlignedDataset, PairedFoldersDataset, UnalignedDataset, paired_dataset
-from transgan.data.transforms import CropFlip, Preprocess, split_key, tensor_to_image, to_tensor
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from transgan.data.images import (
-    SkipBadImages,
+from transgan.data.images import SkipBadImages
+from transgan.data.transforms import BICUBIC, split_key, to_tensor
+from transgan.errors import TransganError
+from transgan.images import (
     UnreadableImage,
     check_channels,
     convert_image,
@@ -28,8 +30,6 @@ from transgan.data.images import (
     load_image,
     peek_channels,
 )
-from transgan.data.transforms import BICUBIC, split_key, to_tensor
-from transgan.errors import TransganError
 
 INFER_SAMPLE = 2000
 SPLIT_NAMES = frozenset({"train", "test", "val", "valid", "validation"})

@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from transgan.data.images import SkipBadImages, UnreadableImage, convert_image, list_images, load_image
+from transgan.data.images import SkipBadImages
 from transgan.data.transforms import BICUBIC, Preprocess, split_key, to_tensor
 from transgan.errors import TransganError
+from transgan.images import UnreadableImage, convert_image, list_images, load_image
 
 DIRECTIONS = ("AtoB", "BtoA")
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transgan.data.images import convert_image
 from transgan.errors import TransganError
+from transgan.images import convert_image
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 BICUBIC = Image.Resampling.BICUBIC

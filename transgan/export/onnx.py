@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from transgan import __version__
-from transgan.checkpoint import DEFAULT_NORMALIZATION, ModelFile, network_spec
+from transgan.checkpoint import ModelFile
 from transgan.errors import TransganError
 from transgan.export.fast import optimize_for_cpu
 from transgan.export.fp16 import convert_to_fp16
 from transgan.models import open_model
-from transgan.registry import NETWORKS
+from transgan.nets.test_time import check_mode, describe
+from transgan.nets.test_time import test_time as at_test_time
 
 # The torch.export-based exporter (dynamo=True) writes opset 18 natively; it cannot go lower (no Pad adapter).
 MIN_OPSET = 18
@@ -48,9 +49,10 @@ class ExportReport:
 
     def summary(self) -> str:
         shape = "dynamic " + "/".join(self.dynamic) if self.dynamic else "static shape"
+        mode = self.metadata.get("test_time_note")
         return (
-            f"wrote {self.path} (opset {self.opset}, {self.precision}, {shape}); ONNX Runtime vs PyTorch "
-            f"max abs diff {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
+            f"wrote {self.path} (opset {self.opset}, {self.precision}, {shape}{', ' + mode if mode else ''}); "
+            f"ONNX Runtime vs PyTorch max abs diff {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
         )
 
 
@@ -63,47 +65,6 @@ class SamplerGraph(nn.Module):
 
     def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(noise, labels)
-
-
-def pick_generator(model: ModelFile, direction: str | None) -> tuple[nn.Module, str | None]:
-    """The generator for `direction`; by default AtoB (or the only direction), else the primary network."""
-    directions = model.meta.get("directions") or {}
-    if direction is not None:
-        return model.for_direction(direction), direction
-    if directions:
-        direction = "AtoB" if "AtoB" in directions else next(iter(directions))
-        return model.for_direction(direction), direction
-    return model.primary, None
-
-
-def model_metadata(model: ModelFile, net: nn.Module, direction: str | None) -> dict[str, Any]:
-    """What an engine needs to use the exported graph without the model file."""
-    spec = network_spec(net)
-    role = NETWORKS.entry(spec["arch"]).info.get("role")
-    if role not in ("translator", "sampler"):
-        raise TransganError(f"{spec['arch']} is a {role}, not a generator: only translators and samplers export")
-    config = spec["config"]
-    meta = model.meta
-    info: dict[str, Any] = {
-        "kind": role,
-        "task": meta.get("task"),
-        "arch": spec["arch"],
-        "config": config,
-        "direction": direction,
-        "normalization": meta.get("normalization") or DEFAULT_NORMALIZATION,
-        "class_names": list(meta.get("class_names") or []),
-        "transgan_version": __version__,
-    }
-    if role == "translator":
-        info["size_multiple"] = int(getattr(net, "size_multiple", 1))
-        info["input_nc"] = int(config.get("input_nc", 3))
-        info["output_nc"] = int(config.get("output_nc", 3))
-    else:
-        info["latent_dim"] = int(net.latent_dim)
-        info["num_classes"] = int(net.num_classes)
-        info["image_size"] = int(getattr(net, "image_size", 0))
-        info["output_nc"] = int(getattr(net, "channels", 3))
-    return info
 
 
 def _translator_sample(net: nn.Module, info: dict[str, Any], static_shape: tuple[int, int] | None, batch: int | None):
@@ -197,6 +158,7 @@ def export_onnx(
     batch: int | None = None,
     tolerance: float | None = None,
     for_cpu: bool = False,
+    test_time: str | None = None,
 ) -> ExportReport:
     """Export the generator of `model` (run dir, model file, pretrained name, ModelFile or built network).
 
@@ -204,6 +166,10 @@ def export_onnx(
     ONNX Runtime runs a sample and the result must match PyTorch within `tolerance`, else TransganError.
     `for_cpu` writes the graph rewritten for CPU runtimes (Winograd 3x3 convs, see export/fast.py); GPU
     runtimes do better with the plain graph. Parity is always checked against the original network.
+    `test_time` ('reference' or 'eval', default: the model file's own) is how the graph normalises: in
+    'reference' mode batch norm uses each image's own statistics (exported as InstanceNormalization with
+    the batch norm's scale and shift); test-time dropout is left out of the graph either way, and the
+    metadata says so ('test_time_note').
     """
     if opset < MIN_OPSET:
         raise TransganError(f"--opset {opset}: transgan exports with opset {MIN_OPSET} or newer")
@@ -212,12 +178,31 @@ def export_onnx(
     if for_cpu and fp16:
         raise TransganError("--for-cpu and --fp16 do not go together: CPUs run the rewritten graph in fp32")
     if isinstance(model, nn.Module):
-        model = ModelFile({"G": model}, {"primary": "G"})
+        model = ModelFile.from_networks({"G": model})
     elif not isinstance(model, ModelFile):
         model = open_model(model)
-    net, direction = pick_generator(model, direction)
-    net = net.float().eval()
-    info = model_metadata(model, net, direction)
+    net, direction = model.generator(direction)
+    generator_info = model.info(direction)
+    mode = check_mode(test_time or generator_info.test_time)
+    info = {**generator_info.as_dict(), "test_time": mode}
+    note = describe(net, mode, dropout=False)
+    if note:
+        info["test_time_note"] = note
+    with at_test_time(net.float(), mode, dropout=False):
+        return _export(net, info, out_path, fp16, opset, static_shape, batch, tolerance, for_cpu)
+
+
+def _export(
+    net: nn.Module,
+    info: dict[str, Any],
+    out_path: str | Path,
+    fp16: bool,
+    opset: int,
+    static_shape: tuple[int, int] | None,
+    batch: int | None,
+    tolerance: float | None,
+    for_cpu: bool,
+) -> ExportReport:
     if info["kind"] == "translator":
         module = net
         inputs, names, dynamic_shapes, dynamic = _translator_sample(net, info, static_shape, batch)

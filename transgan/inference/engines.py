@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from transgan import __version__
+from transgan.checkpoint import read_model
 from transgan.errors import TransganError
-from transgan.export.onnx import export_onnx, model_metadata, pick_generator
-from transgan.models import cache_dir, open_model, resolve_model_path
+from transgan.models import cache_dir, resolve_model_path
+from transgan.nets.test_time import DEFAULT_SEED, check_mode, describe
+from transgan.nets.test_time import test_time as at_test_time
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ENGINES = ("auto", "torch", "onnx", "tensorrt")
@@ -37,7 +39,8 @@ class Engine:
     """A generator ready to run: `run(batch)` maps float32 NCHW in [-1, 1] to float32 NCHW in [-1, 1].
 
     Samplers take `run(noise, labels)` instead. `info` holds the model's metadata: kind ('translator' or
-    'sampler'), arch, task, direction, normalization, size_multiple, input_nc, output_nc, class_names...
+    'sampler'), arch, task, direction, normalization, size_multiple, input_nc, output_nc, class_names,
+    test_time... (`GeneratorInfo.as_dict()`). `close()` (or a `with` block) gives back what it holds.
     """
 
     name = "engine"
@@ -52,11 +55,29 @@ class Engine:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.name} on {self.device} ({self.precision})"
+        return f"{self.name} on {self.device} ({self.precision}{self._mode_note()})"
+
+    def _mode_note(self) -> str:
+        note = self.info.get("test_time_note")
+        return f"; {note}" if note else ""
+
+    def close(self) -> None:
+        """Give back what the engine holds (a network it borrowed returns to its own modes)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class TorchEngine(Engine):
-    """Eager PyTorch with channels_last, optional autocast (fp16/bf16) and optional torch.compile."""
+    """Eager PyTorch with channels_last, optional autocast (fp16/bf16) and optional torch.compile.
+
+    The network runs the test-time way `info['test_time']` says ('reference': batch norm on each image's
+    own statistics, dropout seeded by `seed`; 'eval'), from construction until `close()`, which restores
+    the network's own modes: a live training network can be lent to an engine inside a `with` block.
+    """
 
     name = "torch"
 
@@ -68,16 +89,26 @@ class TorchEngine(Engine):
         precision: str = "fp32",
         channels_last: bool = True,
         compile: bool = False,
+        seed: int | None = DEFAULT_SEED,
     ):
         if precision not in PRECISIONS:
             raise TransganError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-        self.info, self.device, self.precision = info, device, precision
-        self.net = net.to(device).eval()
+        mode = check_mode(info.get("test_time", "eval"))
+        self.info, self.device, self.precision = dict(info), device, precision
+        self.net = net.to(device)
+        self._modes = ExitStack()
+        self._modes.enter_context(at_test_time(self.net, mode, seed))
+        note = describe(self.net, mode, seed)
+        if note:
+            self.info["test_time_note"] = note
         # channels_last lets cuDNN/oneDNN pick their NHWC kernels; samplers start from a (N, latent) vector.
         self.channels_last = channels_last and info["kind"] == "translator"
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.net) if compile else self.net
+
+    def close(self) -> None:
+        self._modes.close()
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -177,7 +208,7 @@ class OnnxEngine(Engine):
         self.output_name = self.session.get_outputs()[0].name
 
     def describe(self) -> str:
-        return f"{self.name} ({self.providers[0]}) on {self.device} ({self.precision})"
+        return f"{self.name} ({self.providers[0]}) on {self.device} ({self.precision}{self._mode_note()})"
 
     def _feeds(self, batch: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {self.input_names[0]: np.ascontiguousarray(batch, dtype=np.float32)}
@@ -231,18 +262,20 @@ def read_onnx_metadata(props: dict[str, str], source: Path | str) -> dict[str, A
     return json.loads(props["transgan"])
 
 
-def exported_onnx(model_spec: str | Path, direction: str | None, for_cpu: bool = False) -> Path:
-    """An ONNX export of a model file, cached by file content so the slow export runs once per model.
+def exported_onnx(path: Path, direction: str | None, for_cpu: bool = False, test_time: str | None = None) -> Path:
+    """An ONNX export of the model file at `path`, cached by file content so the slow export runs once per model.
 
-    `for_cpu` exports the graph rewritten for CPU runtimes (see transgan.export.fast), cached separately.
+    `for_cpu` exports the graph rewritten for CPU runtimes (see transgan.export.fast), cached separately;
+    `test_time` ('reference' or 'eval', default the file's own) as in `export_onnx`.
     """
-    path = resolve_model_path(model_spec)
+    from transgan.export.onnx import export_onnx  # onnx is imported only where a graph is written
+
     # The transgan version is part of the key: a newer exporter may write a better graph.
     digest = hashlib.sha256(path.read_bytes() + __version__.encode()).hexdigest()[:16]
-    flavour = "-cpu" if for_cpu else ""
+    flavour = ("-cpu" if for_cpu else "") + (f"-{test_time}" if test_time else "")
     cached = cache_dir() / "onnx" / f"{path.stem}-{digest}-{direction or 'default'}{flavour}.onnx"
     if not cached.is_file():
-        export_onnx(path, cached, direction=direction, for_cpu=for_cpu)
+        export_onnx(path, cached, direction=direction, for_cpu=for_cpu, test_time=test_time)
     return cached
 
 
@@ -254,31 +287,46 @@ def open_engine(
     direction: str | None = None,
     compile: bool = False,
     threads: int = 0,
+    test_time: str | None = None,
+    seed: int | None = DEFAULT_SEED,
 ) -> Engine:
     """An engine for MODEL (run dir, .safetensors, pretrained name or an exported .onnx file).
 
     engine 'auto' runs an .onnx file with ONNX Runtime and anything else with PyTorch; 'onnx' on a model
     file exports it first (cached). 'tensorrt' is ONNX Runtime with the TensorRT provider first (GPU).
+    `test_time` ('reference' or 'eval') overrides the model file's own test-time mode; `seed` seeds the
+    torch engine's test-time dropout (ONNX graphs have none). An .onnx file keeps the mode it was exported with.
     """
     if engine not in ENGINES:
         raise TransganError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
+    if test_time is not None:
+        check_mode(test_time)
     device = resolve_device(device)
     is_onnx = Path(model_spec).suffix.lower() == ".onnx"
     if is_onnx and not Path(model_spec).is_file():
         raise TransganError(f"{model_spec}: no such file")
     if engine == "auto":
         engine = "onnx" if is_onnx else "torch"
+    if engine == "torch" and is_onnx:
+        raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not torch")
+    path = Path(model_spec) if is_onnx else resolve_model_path(model_spec)  # the one lookup of a name or folder
     if engine == "torch":
-        if is_onnx:
-            raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not torch")
-        model = open_model(model_spec)
-        net, direction = pick_generator(model, direction)
-        return TorchEngine(net, model_metadata(model, net, direction), device, precision, compile=compile)
-    # On CPU the export carries the CPU rewrites (Winograd convs...); GPU providers get the plain graph.
-    path = Path(model_spec) if is_onnx else exported_onnx(model_spec, direction, for_cpu=device == "cpu")
+        model = read_model(path)
+        net, direction = model.generator(direction)
+        info = model.info(direction).as_dict()
+        info["test_time"] = test_time or info["test_time"]
+        return TorchEngine(net, info, device, precision, compile=compile, seed=seed)
+    if not is_onnx:
+        # On CPU the export carries the CPU rewrites (Winograd convs...); GPU providers get the plain graph.
+        path = exported_onnx(path, direction, for_cpu=device == "cpu", test_time=test_time)
     result = OnnxEngine(path, device, tensorrt=engine == "tensorrt", threads=threads)
     if is_onnx and direction is not None and result.info.get("direction") not in (None, direction):
         raise TransganError(f"{model_spec} translates {result.info['direction']}, not {direction}")
+    if is_onnx and test_time is not None and result.info.get("test_time", "eval") != test_time:
+        raise TransganError(
+            f"{model_spec} was exported in {result.info.get('test_time', 'eval')} test-time mode; export it again "
+            f"with{'' if test_time == 'eval' else 'out'} --eval"
+        )
     if precision != "fp32" and result.precision != precision:
         raise TransganError(
             f"--precision {precision}: this ONNX file is {result.precision}; export one with "

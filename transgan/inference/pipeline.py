@@ -11,17 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from transgan.errors import TransganError
+from transgan.images import UnreadableImage, check_folder, load_image, no_images_error, scan_images
 from transgan.inference.engines import Engine
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 @dataclass
 class TranslateSummary:
-    """What a folder run did: files written, skipped (output exists) and unreadable (with the reason)."""
+    """What a folder run did: files written, skipped (output exists), failed inputs with the reason (by path)."""
 
     translated: int = 0
     skipped_existing: int = 0
@@ -46,8 +45,7 @@ class Job:
 
 def check_folders(input_dir: Path, output_dir: Path) -> None:
     """Refuse output folders that could overwrite inputs or be read back as inputs."""
-    if not input_dir.is_dir():
-        raise TransganError(f"{input_dir}: no such folder")
+    check_folder(input_dir)
     source, target = input_dir.resolve(), output_dir.resolve()
     if target == source or source in target.parents:
         raise TransganError(f"{output_dir}: the output folder must be outside the input folder {input_dir}")
@@ -56,32 +54,14 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
         raise TransganError(f"{output_dir}: the output folder must not contain the input folder {input_dir}")
 
 
-def list_images(input_dir: Path) -> list[Path]:
-    """Image files under `input_dir` (recursively, hidden files left out), sorted."""
-    found = [
-        path
-        for path in input_dir.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
-    ]
-    if not found:
-        raise TransganError(f"{input_dir}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return sorted(found)
-
-
 def decode(path: Path, channels: int, resize: int | None) -> np.ndarray:
-    """H x W x channels uint8; EXIF rotation applied, 16-bit scaled, alpha dropped, optional shorter side N."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: PIL's convert('L') clips at 255 instead of scaling, so scale here.
-            wide = np.asarray(image, dtype=np.float32)
-            image = Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8))
-        image = image.convert("L" if channels == 1 else "RGB")
-        if resize:
-            scale = resize / min(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        pixels = np.asarray(image)
+    """H x W x channels uint8, decoded by transgan.images' rules; `resize` scales the shorter side to N first."""
+    image = load_image(path, channels)
+    if resize:
+        scale = resize / min(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    pixels = np.asarray(image)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
@@ -135,7 +115,9 @@ def translate_folder(
 
     Decoding and encoding run in thread pools while the model works on the previous batch. Images of
     different sizes are padded to the network's size multiple, grouped by padded size, and cropped back.
-    `on_progress(done, total)` is called after each image; `on_warning(line)` for each unreadable file.
+    `on_progress(done, total)` is called once at the start and after each image, counting every input (skipped,
+    translated or failed); `on_warning(line)` for each input that cannot be read. Failed inputs are listed in
+    the summary's `unreadable` and do not stop the run.
     """
     info = engine.info
     if info.get("kind") != "translator":
@@ -146,18 +128,30 @@ def translate_folder(
         raise TransganError(f"--resize {resize}: must be a positive number of pixels")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_folders(input_dir, output_dir)
+    listing = scan_images(input_dir)
+    from transgan.inference.video import list_videos  # a folder of videos only is translated by video.py
+
+    if not listing.files and not listing.problems and not list_videos(input_dir):
+        raise no_images_error(listing)
     summary = TranslateSummary()
+    for source, reason in listing.problems:  # dangling or looping links: inputs that failed before decoding
+        summary.unreadable.append((source, reason))
+        if on_warning:
+            on_warning(f"skipped unreadable image {source}: {reason}")
     jobs = []
-    for source in list_images(input_dir):
+    for source in listing.files:
         target = output_dir / source.relative_to(input_dir)
         target = target.with_suffix(".png") if png else target
         if target.exists() and not overwrite:
             summary.skipped_existing += 1
         else:
             jobs.append(Job(source, target))
-    total = len(jobs)
+    # Progress counts every input, so a run with nothing left to do shows N/N rather than an unknown total.
+    total = len(listing.files) + len(listing.problems)
+    done = total - len(jobs)
+    if on_progress:
+        on_progress(done, total)
     start = time.perf_counter()
-    done = 0
 
     def finished(job: Job) -> None:
         nonlocal done
@@ -166,6 +160,8 @@ def translate_folder(
             summary.unreadable.append((job.source, job.error))
             if on_warning:
                 on_warning(f"skipped unreadable image {job.source}: {job.error}")
+        else:
+            summary.translated += 1
         if on_progress:
             on_progress(done, total)
 
@@ -186,7 +182,7 @@ def translate_folder(
                 _finish_write(*pending.popleft(), finished)
         while pending:
             _finish_write(*pending.popleft(), finished)
-    summary.translated = total - len(summary.unreadable)
+    summary.unreadable.sort(key=lambda failure: failure[0].as_posix())
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -205,8 +201,8 @@ def _decoded(jobs: list[Job], pool: ThreadPoolExecutor, channels: int, resize: i
     def work(job: Job) -> Job:
         try:
             job.pixels = decode(job.source, channels, resize)
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
-            job.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        except UnreadableImage as error:
+            job.error = error.reason.strip().split("\n")[0] or "unreadable"
         return job
 
     window: deque[Future] = deque()

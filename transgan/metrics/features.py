@@ -13,12 +13,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from transgan.errors import TransganError
+from transgan.images import list_images, read_pixels
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 WEIGHTS_ENV = "TRANSGAN_INCEPTION_WEIGHTS"
 # The TF 'pt_inception-2015-12-05' graph ported to PyTorch by torch-fidelity (also what torchmetrics' FID loads).
 # Kept here rather than read from torch-fidelity so the weights can be located without importing it.
@@ -34,25 +33,11 @@ Extractor = Callable[[Tensor], Any]
 
 
 # ---------------------------------------------------------------------------------------------- image files
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursively), sorted; a missing or empty folder raises."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TransganError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise TransganError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return files
-
-
 def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """One image as uint8 (H, W, C) in PIL `mode` ('RGB' or 'L'); unreadable or truncated files raise."""
-    try:
-        with Image.open(path) as image:
-            array = np.array(image.convert(mode), dtype=np.uint8)  # a writable copy, torch wants one
-    except (OSError, ValueError) as error:
-        raise TransganError(f"cannot read image {path}: {error}") from None
-    return array[:, :, None] if array.ndim == 2 else array
+    """One image as uint8 (H, W, C) in `mode` ('RGB' or 'L'), decoded by transgan.images' rules."""
+    if mode not in ("RGB", "L"):
+        raise TransganError(f"image mode {mode!r}: use 'RGB' or 'L'")
+    return read_pixels(path, 3 if mode == "RGB" else 1)
 
 
 def to_uint8(images: Tensor) -> Tensor:

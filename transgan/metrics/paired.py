@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transgan.errors import TransganError
-from transgan.metrics.features import list_images, read_image
+from transgan.images import list_images, read_pixels
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -75,8 +75,8 @@ def paired_metrics(pred_dir: str | Path, target_dir: str | Path) -> dict[str, An
         )
     totals = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0}
     for name in names:
-        pred = torch.from_numpy(read_image(preds[name])).permute(2, 0, 1).double() / 255.0
-        target = torch.from_numpy(read_image(targets[name])).permute(2, 0, 1).double() / 255.0
+        pred = torch.from_numpy(read_pixels(preds[name])).permute(2, 0, 1).double() / 255.0
+        target = torch.from_numpy(read_pixels(targets[name])).permute(2, 0, 1).double() / 255.0
         if pred.shape != target.shape:
             raise TransganError(
                 f"{preds[name]} is {pred.shape[2]}x{pred.shape[1]} but {targets[name]} is "

@@ -1,4 +1,8 @@
-"""Build any registered network from its name and a config of plain values."""
+"""Build any registered network from its name and a config of plain values.
+
+A network's builder is a function or an nn.Module class registered in NETWORKS; its keyword options (with
+their defaults) are the network's config. A variant is a builder with some options fixed (NETWORKS.add_variant).
+"""
 
 from __future__ import annotations
 

@@ -8,11 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import init as nn_init
 
-from transgan.nets.dcgan import LatentSampler, check_codes, check_labels, embed, resolution_plan
+from transgan.nets.generator_base import LatentGenerator, check_labels, embed, level_width, resolution_plan
 from transgan.nets.layers import maybe_spectral_norm
 from transgan.registry import NETWORKS
-
-MAX_WIDTH_FACTOR = 8
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -50,32 +48,26 @@ class UpBlock(nn.Module):
         return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class CBNGenerator(LatentSampler, nn.Module):
-    """z -> linear to the base grid -> UpBlocks with class-conditional batch norm -> BN, ReLU, conv, tanh."""
+@NETWORKS.register("cbn_generator", role="sampler")
+class CBNGenerator(LatentGenerator):
+    """Generator with class-conditional batch norm (the modern default; num_classes=0 is unconditional).
+
+    z -> linear to the base grid -> UpBlocks with class-conditional batch norm -> BN, ReLU, conv, tanh.
+    """
 
     def __init__(
         self,
-        latent_dim: int,
-        num_classes: int,
-        image_size: int,
-        channels: int,
-        ngf: int,
-        info_categorical: int,
-        info_continuous: int,
+        latent_dim: int = 128,
+        num_classes: int = 0,
+        image_size: int = 32,
+        channels: int = 3,
+        ngf: int = 64,
+        info_categorical: int = 0,
+        info_continuous: int = 0,
     ):
-        super().__init__()
-        check_codes(latent_dim, info_categorical, info_continuous)
-        base, levels = resolution_plan(image_size)
-        self.latent_dim, self.num_classes, self.image_size, self.channels = (
-            latent_dim,
-            num_classes,
-            image_size,
-            channels,
-        )
-        self.info_categorical, self.info_continuous = info_categorical, info_continuous
-        self.base = base
-        widths = [ngf * min(2**level, MAX_WIDTH_FACTOR) for level in range(levels, -1, -1)]
-        self.linear = nn.Linear(latent_dim, widths[0] * base * base)
+        super().__init__(latent_dim, num_classes, image_size, channels, info_categorical, info_continuous)
+        widths = [level_width(ngf, level) for level in range(self.levels, -1, -1)]
+        self.linear = nn.Linear(latent_dim, widths[0] * self.base * self.base)
         self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in itertools.pairwise(widths))
         self.out = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(True), nn.Conv2d(widths[-1], channels, 3, 1, 1))
         for module in self.modules():
@@ -91,8 +83,9 @@ class CBNGenerator(LatentSampler, nn.Module):
         return torch.tanh(self.out(x))
 
 
+@NETWORKS.register("projection_discriminator", role="discriminator")
 class ProjectionDiscriminator(nn.Module):
-    """SNGAN's CNN discriminator with the projection head: logit = psi(h) + <embed(y), h>.
+    """SNGAN's spectral-norm CNN discriminator with the projection head: logit = psi(h) + <embed(y), h>.
 
     h is the ReLU body's sum-pooled feature. Optional heads on the same h: an auxiliary classifier
     (ACGAN, `aux_classes`) and InfoGAN's Q head (categorical logits then continuous means).
@@ -100,14 +93,14 @@ class ProjectionDiscriminator(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
-        image_size: int,
-        channels: int,
-        ndf: int,
-        projection: bool,
-        aux_classes: int,
-        info_categorical: int,
-        info_continuous: int,
+        num_classes: int = 0,
+        image_size: int = 32,
+        channels: int = 3,
+        ndf: int = 64,
+        projection: bool = True,
+        aux_classes: int = 0,
+        info_categorical: int = 0,
+        info_continuous: int = 0,
     ):
         super().__init__()
         _, levels = resolution_plan(image_size)
@@ -116,7 +109,7 @@ class ProjectionDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 3, 1, 1), nn.LeakyReLU(0.1, True)]
         width = ndf
         for level in range(1, levels + 1):
-            out = ndf * min(2**level, MAX_WIDTH_FACTOR)
+            out = level_width(ndf, level)
             layers += [nn.Conv2d(width, width, 4, 2, 1), nn.LeakyReLU(0.1, True)]
             layers += [nn.Conv2d(width, out, 3, 1, 1), nn.LeakyReLU(0.1, True)]
             width = out
@@ -160,34 +153,3 @@ class ProjectionDiscriminator(nn.Module):
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.score(self.features(images), labels)
-
-
-@NETWORKS.register("cbn_generator", role="sampler")
-def cbn_generator(
-    latent_dim: int = 128,
-    num_classes: int = 0,
-    image_size: int = 32,
-    channels: int = 3,
-    ngf: int = 64,
-    info_categorical: int = 0,
-    info_continuous: int = 0,
-) -> CBNGenerator:
-    """Generator with class-conditional batch norm (the modern default); num_classes=0 is unconditional."""
-    return CBNGenerator(latent_dim, num_classes, image_size, channels, ngf, info_categorical, info_continuous)
-
-
-@NETWORKS.register("projection_discriminator", role="discriminator")
-def projection_discriminator(
-    num_classes: int = 0,
-    image_size: int = 32,
-    channels: int = 3,
-    ndf: int = 64,
-    projection: bool = True,
-    aux_classes: int = 0,
-    info_categorical: int = 0,
-    info_continuous: int = 0,
-) -> ProjectionDiscriminator:
-    """Spectral-norm discriminator with a projection head, an optional ACGAN classifier and InfoGAN Q head."""
-    return ProjectionDiscriminator(
-        num_classes, image_size, channels, ndf, projection, aux_classes, info_categorical, info_continuous
-    )

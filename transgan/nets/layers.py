@@ -95,3 +95,10 @@ def spectral_norm_convs(net: nn.Module, enabled: bool) -> nn.Module:
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             maybe_spectral_norm(module, enabled)
     return net
+
+
+def init_then_spectral_norm(net: nn.Module, init: str, init_gain: float, spectral_norm: bool) -> nn.Module:
+    """`init_weights`, then spectral norm on every conv if asked: its power-iteration vectors come from the
+    initialised weights."""
+    init_weights(net, init, init_gain)
+    return spectral_norm_convs(net, spectral_norm)

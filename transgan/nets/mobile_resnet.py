@@ -68,12 +68,16 @@ class MobileResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+@NETWORKS.register(
+    "mobile_resnet", role="translator", family="mobile_resnet", test_config={"channels": "4_4_4_4_4_4_4_4"}
+)
 class MobileResnetGenerator(nn.Module):
-    """ResNet translator with per-stage widths and separable convs in the residual blocks.
+    """GAN Compression's sub_mobile_resnet: a ResNet translator with per-stage widths and separable convs.
 
     Widths from channels c0..c7: stem c0, downsampling 2*c1 and 4*c2 (the residual width), block hidden
-    widths 4*c3, 4*c4, 4*c5 (each for a third of the blocks), upsampling 2*c6 and c7.
-    Input is clamped to [-1, 1] as in GAN Compression. Height and width: multiples of 4.
+    widths 4*c3, 4*c4, 4*c5 (each for a third of the blocks), upsampling 2*c6 and c7; the default channels
+    are GAN Compression's horse2zebra model's. Input is clamped to [-1, 1] as in GAN Compression. Height
+    and width: multiples of 4.
     """
 
     size_multiple = 4
@@ -87,6 +91,8 @@ class MobileResnetGenerator(nn.Module):
         n_blocks: int = 9,
         padding: str = "reflect",
         dropout: bool = False,
+        init: str = "normal",
+        init_gain: float = 0.02,
     ):
         super().__init__()
         c = parse_channels(channels)
@@ -124,23 +130,7 @@ class MobileResnetGenerator(nn.Module):
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*model)
+        init_weights(self, init, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.clamp(-1, 1))
-
-
-@NETWORKS.register("mobile_resnet", role="translator", family="mobile_resnet")
-def mobile_resnet(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    channels: str = "16_16_32_16_32_32_16_16",
-    norm: str = "instance",
-    n_blocks: int = 9,
-    padding: str = "reflect",
-    dropout: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> MobileResnetGenerator:
-    """GAN Compression's sub_mobile_resnet generator; the default channels are its horse2zebra model's."""
-    net = MobileResnetGenerator(input_nc, output_nc, channels, norm, n_blocks, padding, dropout)
-    return init_weights(net, init, init_gain)

@@ -5,17 +5,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transgan.nets.layers import init_weights, norm_layer, spectral_norm_convs, use_bias
+from transgan.nets.layers import init_then_spectral_norm, norm_layer, use_bias
 from transgan.registry import NETWORKS
 
 
+@NETWORKS.register("n_layers", role="discriminator", family="patchgan")
 class NLayerDiscriminator(nn.Module):
-    """Classifies overlapping patches as real or fake: `n_layers` stride-2 convs, then two stride-1 convs.
+    """PatchGAN: classifies overlapping patches as real or fake; `n_layers` stride-2 convs, then two stride-1 convs.
 
-    With n_layers=3 each output value sees a 70x70 patch of the input.
+    With n_layers=3 each output value sees a 70x70 patch of the input. input_nc is 6 for pix2pix's
+    conditional D (the image pair).
     """
 
-    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
+    def __init__(
+        self,
+        input_nc: int = 3,
+        ndf: int = 64,
+        n_layers: int = 3,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+        init: str = "normal",
+        init_gain: float = 0.02,
+    ):
         super().__init__()
         bias = use_bias(norm)
         make_norm = norm_layer(norm)
@@ -35,15 +46,25 @@ class NLayerDiscriminator(nn.Module):
             ]
         sequence.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*sequence)
+        init_then_spectral_norm(self, init, init_gain, spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
 
+@NETWORKS.register("pixel", role="discriminator", family="pixel")
 class PixelDiscriminator(nn.Module):
-    """1x1-conv discriminator: classifies every pixel on its own (a 1x1 PatchGAN)."""
+    """1x1-conv PixelGAN discriminator: classifies every pixel on its own (a 1x1 PatchGAN)."""
 
-    def __init__(self, input_nc: int = 3, ndf: int = 64, norm: str = "batch"):
+    def __init__(
+        self,
+        input_nc: int = 3,
+        ndf: int = 64,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+        init: str = "normal",
+        init_gain: float = 0.02,
+    ):
         super().__init__()
         bias = use_bias(norm)
         self.net = nn.Sequential(
@@ -54,52 +75,10 @@ class PixelDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 2, 1, kernel_size=1, bias=bias),
         )
+        init_then_spectral_norm(self, init, init_gain, spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def _finish(net: nn.Module, init: str, init_gain: float, spectral_norm: bool) -> nn.Module:
-    # Init first: spectral norm's power-iteration vectors are computed from the weights it wraps.
-    init_weights(net, init, init_gain)
-    return spectral_norm_convs(net, spectral_norm)
-
-
-@NETWORKS.register("n_layers", role="discriminator", family="patchgan")
-def n_layers(
-    input_nc: int = 3,
-    ndf: int = 64,
-    n_layers: int = 3,
-    norm: str = "batch",
-    spectral_norm: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> NLayerDiscriminator:
-    """PatchGAN with `n_layers` stride-2 convs (input_nc 6 for pix2pix's conditional D: image pair)."""
-    return _finish(NLayerDiscriminator(input_nc, ndf, n_layers, norm), init, init_gain, spectral_norm)
-
-
-@NETWORKS.register("basic", role="discriminator", family="patchgan")
-def basic(
-    input_nc: int = 3,
-    ndf: int = 64,
-    norm: str = "batch",
-    spectral_norm: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> NLayerDiscriminator:
-    """The 70x70 PatchGAN of pix2pix and CycleGAN (3 layers)."""
-    return _finish(NLayerDiscriminator(input_nc, ndf, 3, norm), init, init_gain, spectral_norm)
-
-
-@NETWORKS.register("pixel", role="discriminator", family="pixel")
-def pixel(
-    input_nc: int = 3,
-    ndf: int = 64,
-    norm: str = "batch",
-    spectral_norm: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> PixelDiscriminator:
-    """1x1 PixelGAN discriminator."""
-    return _finish(PixelDiscriminator(input_nc, ndf, norm), init, init_gain, spectral_norm)
+NETWORKS.add_variant("basic", "n_layers", "The 70x70 PatchGAN of pix2pix and CycleGAN (3 layers).", n_layers=3)

@@ -37,10 +37,12 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+@NETWORKS.register("resnet", role="translator", family="resnet", test_config={"ngf": 4, "n_blocks": 1})
 class ResnetGenerator(nn.Module):
-    """c7s1-ngf, two stride-2 downsamplings, `n_blocks` residual blocks, two upsamplings, c7s1-output, tanh.
+    """ResNet translator with `n_blocks` residual blocks (CycleGAN's generator).
 
-    Input height and width must be multiples of 4 (two stride-2 stages), see `size_multiple`.
+    c7s1-ngf, two stride-2 downsamplings, the residual blocks, two upsamplings, c7s1-output, tanh. Input height
+    and width must be multiples of 4 (two stride-2 stages), see `size_multiple`.
     """
 
     size_multiple = 4
@@ -54,6 +56,8 @@ class ResnetGenerator(nn.Module):
         dropout: bool = False,
         n_blocks: int = 9,
         padding: str = "reflect",
+        init: str = "normal",
+        init_gain: float = 0.02,
     ):
         super().__init__()
         bias = use_bias(norm)
@@ -85,53 +89,15 @@ class ResnetGenerator(nn.Module):
         # The last conv always has a bias: no norm follows it.
         model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
+        init_weights(self, init, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
 
-@NETWORKS.register("resnet", role="translator", family="resnet")
-def resnet(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    norm: str = "instance",
-    dropout: bool = False,
-    n_blocks: int = 9,
-    padding: str = "reflect",
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> ResnetGenerator:
-    """ResNet translator with `n_blocks` residual blocks."""
-    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks, padding)
-    return init_weights(net, init, init_gain)
-
-
-@NETWORKS.register("resnet_9blocks", role="translator", family="resnet")
-def resnet_9blocks(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    norm: str = "instance",
-    dropout: bool = False,
-    padding: str = "reflect",
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> ResnetGenerator:
-    """The CycleGAN generator for 256x256 images (9 residual blocks)."""
-    return resnet(input_nc, output_nc, ngf, norm, dropout, 9, padding, init, init_gain)
-
-
-@NETWORKS.register("resnet_6blocks", role="translator", family="resnet")
-def resnet_6blocks(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    norm: str = "instance",
-    dropout: bool = False,
-    padding: str = "reflect",
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> ResnetGenerator:
-    """The CycleGAN generator for 128x128 images (6 residual blocks)."""
-    return resnet(input_nc, output_nc, ngf, norm, dropout, 6, padding, init, init_gain)
+NETWORKS.add_variant(
+    "resnet_9blocks", "resnet", "The CycleGAN generator for 256x256 images (9 residual blocks).", n_blocks=9
+)
+NETWORKS.add_variant(
+    "resnet_6blocks", "resnet", "The CycleGAN generator for 128x128 images (6 residual blocks).", n_blocks=6
+)

@@ -53,20 +53,24 @@ class UnetSkipConnectionBlock(nn.Module):
         return torch.cat([x, self.model(x)], 1)
 
 
+@NETWORKS.register("unet", role="translator", family="unet", test_config={"ngf": 4, "num_downs": 5})
 class UnetGenerator(nn.Module):
-    """U-Net with `num_downs` stride-2 levels: the bottleneck is 1x1 for inputs of 2**num_downs pixels.
+    """U-Net translator with `num_downs` stride-2 levels (pix2pix's generator).
 
-    Any height and width that are multiples of 2**num_downs work (`size_multiple`).
+    The bottleneck is 1x1 for inputs of 2**num_downs pixels; any height and width that are multiples of
+    2**num_downs work (`size_multiple`).
     """
 
     def __init__(
         self,
         input_nc: int = 3,
         output_nc: int = 3,
-        num_downs: int = 8,
         ngf: int = 64,
+        num_downs: int = 8,
         norm: str = "batch",
         dropout: bool = False,
+        init: str = "normal",
+        init_gain: float = 0.02,
     ):
         super().__init__()
         if num_downs < 5:
@@ -81,49 +85,11 @@ class UnetGenerator(nn.Module):
         self.model = UnetSkipConnectionBlock(
             output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm
         )
+        init_weights(self, init, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
 
-@NETWORKS.register("unet", role="translator", family="unet")
-def unet(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    num_downs: int = 8,
-    norm: str = "batch",
-    dropout: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> UnetGenerator:
-    """U-Net translator with `num_downs` levels (inputs: multiples of 2**num_downs pixels)."""
-    return init_weights(UnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout), init, init_gain)
-
-
-@NETWORKS.register("unet_256", role="translator", family="unet")
-def unet_256(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    norm: str = "batch",
-    dropout: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> UnetGenerator:
-    """The pix2pix generator for 256x256 images (8 levels)."""
-    return unet(input_nc, output_nc, ngf, 8, norm, dropout, init, init_gain)
-
-
-@NETWORKS.register("unet_128", role="translator", family="unet")
-def unet_128(
-    input_nc: int = 3,
-    output_nc: int = 3,
-    ngf: int = 64,
-    norm: str = "batch",
-    dropout: bool = False,
-    init: str = "normal",
-    init_gain: float = 0.02,
-) -> UnetGenerator:
-    """The pix2pix generator for 128x128 images (7 levels)."""
-    return unet(input_nc, output_nc, ngf, 7, norm, dropout, init, init_gain)
+NETWORKS.add_variant("unet_256", "unet", "The pix2pix generator for 256x256 images (8 levels).", num_downs=8)
+NETWORKS.add_variant("unet_128", "unet", "The pix2pix generator for 128x128 images (7 levels).", num_downs=7)
