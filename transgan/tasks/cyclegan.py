@@ -11,15 +11,13 @@ from torch import nn
 from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import adversarial_loss, cycle_loss, identity_loss
-from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase
+from transgan.tasks.base import Phase
 from transgan.tasks.image_pool import ImagePool
 from transgan.tasks.translation import (
-    REFERENCE_RECIPE,
     TranslationConfig,
+    TranslationTask,
     as_rgb,
-    check_image_options,
     check_input_size,
     discriminate_pair,
     per_sample,
@@ -43,7 +41,7 @@ class CycleGANConfig(TranslationConfig):
 
 
 @TASKS.register("cyclegan")
-class CycleGANTask(GANTask):
+class CycleGANTask(TranslationTask):
     """Unpaired image-to-image translation (CycleGAN): two generators, two discriminators, cycle loss."""
 
     name = "cyclegan"
@@ -53,7 +51,6 @@ class CycleGANTask(GANTask):
     def build_dataset(cls, config: CycleGANConfig):
         from transgan.data.paired import UnalignedDataset
 
-        check_image_options(config)
         if config.lambda_identity > 0 and config.input_nc != config.output_nc:
             raise TransganError("--lambda-identity needs --input-nc equal to --output-nc; set --lambda-identity 0")
         return UnalignedDataset(
@@ -74,9 +71,6 @@ class CycleGANTask(GANTask):
         self.networks["D_B"] = translation_discriminator(config, a_nc)  # real A vs G_B(B)
         self.gan_loss = adversarial_loss(config.gan_loss)
         self.pool_A, self.pool_B = ImagePool(config.pool_size), ImagePool(config.pool_size)
-
-    def recipe(self) -> Recipe:
-        return REFERENCE_RECIPE
 
     def phases(self) -> list[Phase]:
         # The reference's order: both generators first, then both discriminators on pooled fakes.
@@ -158,5 +152,5 @@ class CycleGANTask(GANTask):
         return {
             "primary": "G_A",
             "directions": {forward: "G_A", backward: "G_B"},
-            "extra": {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc},
+            "extra": self.channels(),
         }

@@ -10,14 +10,12 @@ from torch import nn
 
 from transgan.config import option
 from transgan.losses import adversarial_loss, l1_loss
-from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase
+from transgan.tasks.base import Phase
 from transgan.tasks.translation import (
-    REFERENCE_RECIPE,
     TranslationConfig,
+    TranslationTask,
     as_rgb,
-    check_image_options,
     check_input_size,
     discriminate_pair,
     preprocess_of,
@@ -40,7 +38,7 @@ class Pix2PixConfig(TranslationConfig):
 
 
 @TASKS.register("pix2pix")
-class Pix2PixTask(GANTask):
+class Pix2PixTask(TranslationTask):
     """Paired image-to-image translation (pix2pix): U-Net + PatchGAN, GAN + L1 loss."""
 
     name = "pix2pix"
@@ -50,7 +48,6 @@ class Pix2PixTask(GANTask):
     def build_dataset(cls, config: Pix2PixConfig):
         from transgan.data.paired import paired_dataset
 
-        check_image_options(config)
         return paired_dataset(
             required_path(config.data, "--data"),
             preprocess_of(config),
@@ -65,9 +62,6 @@ class Pix2PixTask(GANTask):
         # The discriminator is conditional: it sees the input beside the (real or fake) output.
         self.networks["D"] = translation_discriminator(config, config.input_nc + config.output_nc)
         self.gan_loss = adversarial_loss(config.gan_loss)
-
-    def recipe(self) -> Recipe:
-        return REFERENCE_RECIPE
 
     def phases(self) -> list[Phase]:
         # The reference's order: D first (on detached fakes), then G against the updated D.
@@ -102,5 +96,5 @@ class Pix2PixTask(GANTask):
     def model_file_kwargs(self) -> dict[str, Any]:
         return {
             "directions": {self.config.direction: "G"},
-            "extra": {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc},
+            "extra": self.channels(),
         }

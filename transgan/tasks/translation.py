@@ -12,6 +12,7 @@ from transgan.config import option
 from transgan.errors import TransganError
 from transgan.nets import build_network, network_options
 from transgan.recipe import Recipe
+from transgan.tasks.base import GANTask
 
 # The reference's schedule for both tasks: 100 epochs at the initial rate, then 100 of linear decay to 0;
 # Adam with lr 2e-4 and beta1 0.5 for G and D; batch size 1.
@@ -42,6 +43,22 @@ class TranslationConfig:
     init_gain: float = option(0.02, "scale of the weight init")
     gan_loss: str = option("lsgan", "adversarial loss: lsgan, vanilla, hinge, nonsaturating, wasserstein ...")
     real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
+
+    def __post_init__(self) -> None:
+        check_image_options(self)
+
+
+class TranslationTask(GANTask):
+    """What the translation tasks share: the reference's recipe and the channel counts their model files keep."""
+
+    config: TranslationConfig
+
+    def recipe(self) -> Recipe:
+        return REFERENCE_RECIPE
+
+    def channels(self) -> dict[str, int]:
+        """input_nc and output_nc, as model files keep them."""
+        return {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc}
 
 
 def _build(arch: str, **options: Any) -> nn.Module:
