@@ -284,7 +284,8 @@ def test_eval_options_are_checked_at_start(tmp_path, pairs, changes, message):
 
 def test_paired_eval_of_a_generation_task_is_refused(tmp_path):
     real = write_images(tmp_path / "real" / "a", 4, seed=5, size=16, mode="L").parent
-    config = quiet_config(tmp_path / "run", steps=1, eval_every=1, eval_data=str(real), eval_metrics="paired")
+    options = dict(steps=1, batch_size=2, eval_every=1, eval_data=str(real), eval_metrics="paired")
+    config = quiet_config(tmp_path / "run", **options)
     with pytest.raises(TransganError, match="needs a translation task"):
         build_trainer("cgan", CGANConfig(data=str(real), image_size=16, ngf=8, ndf=8, latent_dim=8), config)
 
