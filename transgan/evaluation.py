@@ -56,11 +56,6 @@ def parse_metrics(text: str, flag: str = "--eval-metrics") -> frozenset[str]:
     return frozenset(names)
 
 
-def live_model(networks: dict[str, nn.Module], task: str, **model_file_kwargs: Any) -> ModelFile:
-    """Kept for callers written before `ModelFile.from_networks(networks, task=task, **model_file_kwargs)`."""
-    return ModelFile.from_networks(networks, task=task, **model_file_kwargs)
-
-
 # ---------------------------------------------------------------------------------------------- data
 def translation_folders(data: str | Path, direction: str | None) -> tuple[Path, Path]:
     """(inputs, targets) of translation test data DIR/A and DIR/B (or testA/testB), swapped for BtoA."""

@@ -5,7 +5,7 @@ and logs from monitor.py. It knows no concrete network or task."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,13 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from transgan import distributed
+from transgan.checkpoint import ModelFile
 from transgan.checkpoint import save as save_model
 from transgan.ema import EMA
 from transgan.errors import TransganError
 from transgan.logs import RunLogger, make_progress, truncate_metrics
 from transgan.monitor import TrainingDiverged, TrainingMonitor, summary  # noqa: F401 (re-exported)
+from transgan.nets.test_time import test_time
 from transgan.recipe import LRSchedule, resolve_plan
 from transgan.run_config import RunConfig
 from transgan.run_files import RunFiles, WriteFailed
@@ -94,10 +96,9 @@ class GANTrainer:
 
     def _make_evaluator(self):
         # Set up now, so a missing feature extractor or bad --eval-data fails before step 1, not hours in.
-        from transgan.evaluation import TrainingEvaluator, live_model  # inference code: loaded only when used
+        from transgan.evaluation import TrainingEvaluator  # inference code: loaded only when used
 
-        model_now = lambda: live_model(self.inference_networks(), self.task.name, **self.task.model_file_kwargs())  # noqa: E731
-        return TrainingEvaluator(self.config.eval_options(), model_now, self.device, self.run_dir)
+        return TrainingEvaluator(self.config.eval_options(), self.live_model, self.device, self.run_dir)
 
     def _parameters(self, phase: Phase) -> list[nn.Parameter]:
         return [p for name in phase.networks for p in self.task.networks[name].parameters()]
@@ -135,7 +136,8 @@ class GANTrainer:
                     self.save_checkpoint()
         finally:
             self.monitor.logger.close()
-        interruption = stop.interruption(self.step, self._resume_hint())
+        hint = f"--resume {self.run_dir}" + (f" --nproc {self.world_size}" if self.world_size > 1 else "")
+        interruption = stop.interruption(self.step, hint)
         if interruption is not None:
             raise interruption
         return self.files.model_path
@@ -193,7 +195,10 @@ class GANTrainer:
             self.save_samples()
         evaluated = due(config.eval_every)  # from the config alone, so every rank agrees; rank 0 evaluates
         if evaluated and self.evaluator is not None:
-            self._evaluate()
+            values = self.evaluator()
+            self.monitor.record(self.step, values)
+            self._unjudged.update(values)
+            print(f"eval (step {self.step}): " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in values.items()))
         decision = stop.after_step(self.step)
         best_by_eval = evaluated and (config.best_metric or "").startswith("eval/")
         if due(config.checkpoint_every) or decision.checkpoint or best_by_eval:
@@ -201,15 +206,6 @@ class GANTrainer:
         if self._saved_step == self.step:
             stop.checkpointed()
         return status, decision.stop
-
-    def _evaluate(self) -> None:
-        values = self.evaluator()
-        self.monitor.record(self.step, values)
-        self._unjudged.update(values)
-        print(f"eval (step {self.step}): " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in values.items()))
-
-    def _resume_hint(self) -> str:
-        return f"--resume {self.run_dir}" + (f" --nproc {self.world_size}" if self.world_size > 1 else "")
 
     def _check_finite(self, weights: bool = False) -> None:
         # Losses are checked at every log; weights too before a checkpoint, so no checkpoint holds NaN.
@@ -221,16 +217,19 @@ class GANTrainer:
         """The generators to sample and export with: EMA copies when EMA is on."""
         return self.ema.or_live(self.task.networks, self.task.inference_networks())
 
+    def live_model(self) -> ModelFile:
+        """The model file the current weights would make, in memory (for evaluation and samples)."""
+        return ModelFile.from_networks(self.inference_networks(), task=self.task.name, **self.task.model_file_kwargs())
+
     def save_samples(self) -> None:
+        """A grid of samples made the way the model file runs at test time (e.g. pix2pix: the reference's way)."""
         if self.rank != 0:
             return
-        networks = self.inference_networks()
-        was_training = {name: net.training for name, net in networks.items()}
-        for net in networks.values():
-            net.eval()
-        images = self.task.sample_grid(self.fixed_batch, networks)
-        for name, net in networks.items():
-            net.train(was_training[name])
+        model = self.live_model()
+        with ExitStack() as modes:
+            for net in model.networks.values():
+                modes.enter_context(test_time(net, model.test_time, seed=0))
+            images = self.task.sample_grid(self.fixed_batch, model.networks)
         self.monitor.logger.save_grid(self.step, images, nrow=len(self.fixed_batch[next(iter(self.fixed_batch))]))
 
     def save_checkpoint(self) -> None:
