@@ -1,12 +1,13 @@
 """Load test of `transgan serve` on loopback: N clients for T seconds, with and without dynamic batching.
 
-    python benchmarks/serve_load.py                              # horse2zebra-mobile on CPU, 8 clients, 20 s each
-    python benchmarks/serve_load.py --clients 8 --seconds 30 --max-batch 1 8 --size 256 --engine onnx
+    python benchmarks/serve_load.py                  # horse2zebra-mobile on CPU, 8 clients, 30 s per configuration
+    python benchmarks/serve_load.py --clients 8 --seconds 60 --rounds 6 --max-batch 1 8 --size 128 --engine onnx
 
-For each --max-batch value a fresh server is started on 127.0.0.1 (a free port), warmed up, then N client
-threads post real horse images (../shared/data/horse2zebra/testA, resized to --size) back to back for T
-seconds. Prints JSON: requests/s, p50/p99 latency, errors, and the server's own batching figures (/info).
-Only the loopback address is ever contacted, and every loop is bounded in time.
+One server per --max-batch value is started on 127.0.0.1 (free ports) and warmed up; then, in --rounds turns,
+N client threads post real horse images (../shared/data/horse2zebra/testA, resized to --size) to one server
+after the other, back to back, for T / rounds seconds each. Prints JSON: requests/s, p50/p99 latency, errors,
+and the server's own batching figures (/info). Only the loopback address is ever contacted, and every loop is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def load_images(folder: Path, size: int, count: int) -> list[bytes]:
     files = sorted(folder.glob("*.png"))[:count]
     if not files:
@@ -91,7 +101,7 @@ def load_images(folder: Path, size: int, count: int) -> list[bytes]:
 
 
 def run_clients(port: int, images: list[bytes], clients: int, seconds: float) -> dict:
-    """`clients` threads posting back to back until `seconds` pass; each request's latency and status."""
+    """`clients` threads posting back to back until `seconds` pass: latencies (s), errors, wall time."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -122,32 +132,34 @@ def run_clients(port: int, images: list[bytes], clients: int, seconds: float) ->
         thread.start()
     for thread in threads:
         thread.join(timeout=seconds + 300)  # a request in flight at the end may take one more batch
-    wall = time.monotonic() - started
-    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {"latencies": latencies, "errors": errors, "seconds": time.monotonic() - started}
+
+
+def summarise(rounds: list[dict], batching: dict, max_batch: int) -> dict:
+    """One configuration over all its rounds, with the server's own batching figures."""
+    latencies = np.array([x for r in rounds for x in r["latencies"]]) * 1000
+    errors = [e for r in rounds for e in r["errors"]]
+    seconds = sum(r["seconds"] for r in rounds)
+    cpu = sum(r["server_cpu_seconds"] for r in rounds)
+    ms = latencies if len(latencies) else np.zeros(1)
     return {
+        "max_batch": max_batch,
+        "slices": batching["slices"],
         "requests": len(latencies),
         "errors": len(errors),
         "first_errors": errors[:3],
-        "seconds": round(wall, 2),
-        "requests_per_s": round(len(latencies) / wall, 3),
+        "seconds": round(seconds, 1),
+        "requests_per_s": round(len(latencies) / seconds, 3),
+        "per_round_requests_per_s": [round(len(r["latencies"]) / r["seconds"], 2) for r in rounds],
+        # Work per request, whatever else the machine runs: on a shared CPU the wall-clock rate follows the
+        # share the scheduler gives, while CPU seconds per request show how much work serving really costs.
+        "server_cpu_seconds": round(cpu, 1),
+        "requests_per_server_cpu_second": round(len(latencies) / cpu, 3) if cpu else None,
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "mean_batch_size": batching["mean_batch_size"],
+        "batch_sizes": batching["batch_sizes"],
     }
-
-
-def measure(args: argparse.Namespace, images: list[bytes], max_batch: int) -> dict:
-    server, port = start_server(args, max_batch)
-    try:
-        for body in images[: args.warmup]:  # first calls pay for lazy initialisation, not for serving
-            request(port, "POST", "/translate", body)
-        result = run_clients(port, images, args.clients, args.seconds)
-        batching = json.loads(request(port, "GET", "/info")[1])["batching"]
-    finally:
-        stop_server(server)
-    result["max_batch"] = max_batch
-    result["mean_batch_size"] = batching["mean_batch_size"]
-    result["batch_sizes"] = batching["batch_sizes"]
-    return result
 
 
 def main() -> None:
@@ -155,28 +167,58 @@ def main() -> None:
     parser.add_argument("--model", default="horse2zebra-mobile", help="a translator (default: the shipped one)")
     parser.add_argument("--engine", default="auto", help="auto (torch for a model file), torch or onnx")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=20.0, help="load time per configuration")
+    parser.add_argument("--seconds", type=float, default=30.0, help="load time per configuration, all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="the configurations take the load in turns")
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--max-wait-ms", type=float, default=50.0, help="the server's batching window")
+    parser.add_argument("--max-wait-ms", type=float, default=50.0, help="the servers' batching window")
     parser.add_argument("--size", type=int, default=256, help="request images are resized to size x size")
     parser.add_argument("--images", type=Path, default=HORSES, help="folder of PNG images to send")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     args = parser.parse_args()
     images = load_images(args.images, args.size, 16)
-    runs = [measure(args, images, max_batch) for max_batch in args.max_batch]
+    # Every server runs for the whole benchmark and they take the load in turns, round after round: on a
+    # shared machine the background load drifts, and alternating short rounds spreads it over all of them.
+    servers = [start_server(args, max_batch) for max_batch in args.max_batch]
+    try:
+        for _, port in servers:
+            for body in images[: args.warmup]:  # first calls pay for lazy initialisation, not for serving
+                request(port, "POST", "/translate", body)
+        rounds: list[list[dict]] = [[] for _ in servers]
+        for _ in range(args.rounds):
+            for index, (server, port) in enumerate(servers):
+                cpu_before = cpu_seconds(server.pid)
+                result = run_clients(port, images, args.clients, args.seconds / args.rounds)
+                result["server_cpu_seconds"] = cpu_seconds(server.pid) - cpu_before
+                rounds[index].append(result)
+        batching = [json.loads(request(port, "GET", "/info")[1])["batching"] for _, port in servers]
+    finally:
+        for server, _ in servers:
+            stop_server(server)
+    runs = [summarise(r, b, m) for r, b, m in zip(rounds, batching, args.max_batch)]
     report = {
         "model": args.model,
         "engine": args.engine,
         "device": "cpu",
-        "cpu_count": os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "clients": args.clients,
         "size": args.size,
         "max_wait_ms": args.max_wait_ms,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "runs": runs,
     }
     if len(runs) > 1 and runs[0]["requests_per_s"]:
         report["speedup_vs_first"] = [round(run["requests_per_s"] / runs[0]["requests_per_s"], 2) for run in runs]
+        if runs[0]["requests_per_server_cpu_second"]:
+            report["cpu_efficiency_vs_first"] = [
+                round(run["requests_per_server_cpu_second"] / runs[0]["requests_per_server_cpu_second"], 2)
+                for run in runs
+            ]
+        first = runs[0]["per_round_requests_per_s"]
+        report["median_round_speedup_vs_first"] = [
+            round(float(np.median([b / a for a, b in zip(first, run["per_round_requests_per_s"]) if a])), 2)
+            for run in runs
+        ]
     print(json.dumps(report, indent=2))
 
 

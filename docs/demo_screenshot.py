@@ -88,7 +88,7 @@ def main() -> None:
         page.screenshot(path=work / "demo.png")
         server.should_exit = True
         server, port = serve("mnist-cgan")
-        page = browser.new_page(viewport={"width": 860, "height": 380})
+        page = browser.new_page(viewport={"width": 860, "height": 330})
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("document.getElementById('grid').naturalWidth > 0", timeout=60_000)
         page.screenshot(path=work / "demo-sampler.png")

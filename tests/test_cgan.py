@@ -15,7 +15,6 @@ from transgan.config import TrainConfig
 from transgan.errors import TransganError
 from transgan.models import open_model
 from transgan.nets import build_network
-from transgan.registry import list_models
 from transgan.tasks.cgan import CGANConfig, class_index, generate, interpolate
 from transgan.train import build_trainer
 
@@ -76,10 +75,8 @@ def test_variant_trains_and_generates(variant, shapes, tmp_path):
     assert strip.shape == (8, 1, SIZE, SIZE)
 
 
-@pytest.mark.parametrize("name", list_models("sampler"))
+@pytest.mark.parametrize("name", ["dcgan_generator", "cbn_generator"])  # cgan's generators (its arch table)
 def test_samplers_sizes_and_channels(name):
-    if name not in ("dcgan_generator", "cbn_generator"):
-        pytest.skip("not a cgan generator")
     for size, channels in ((28, 1), (32, 3), (64, 3)):
         G = build_network(name, num_classes=4, image_size=size, channels=channels, ngf=4, latent_dim=8).eval()
         out = G(G.sample_latent(2), torch.tensor([0, 3]))

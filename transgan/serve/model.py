@@ -61,10 +61,14 @@ class ServedModel:
         self.engine = engine
         self.name = name
         self.limits = limits or Limits()
+        self.info = engine.info
         # A batch may run as `slices` parts at once (see run_engine); 1: the whole batch in one engine call.
         self.slices = max(1, slices)
+        if self.info.get("test_time") == "reference":
+            # The reference's test-time way draws seeded dropout masks from one generator per forward pass:
+            # two forwards at once would share it, so such a network runs one call at a time.
+            self.slices = 1
         self._slice_threads = ThreadPoolExecutor(self.slices, "slice") if self.slices > 1 else None
-        self.info = engine.info
         self.kind = self.info.get("kind")
         normalization = self.info.get("normalization") or {"mean": 0.5, "std": 0.5}
         self.mean, self.std = float(normalization["mean"]), float(normalization["std"])
