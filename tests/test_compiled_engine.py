@@ -65,10 +65,11 @@ def test_mixed_sizes_compile_a_few_graphs(tiny_translator):
     for i, (h, w) in enumerate(sizes):
         x = rng.uniform(-1, 1, (1 + i % 3, 3, h, w)).astype(np.float32)
         assert np.abs(engine.run(x) - eager.run(x)).max() <= 1e-5
-    # Two sizes got their own graphs (one per batch bucket met), every other size shared one symbolic graph.
+    # Two sizes got their own graphs (one per batch bucket met); the three other sizes shared the symbolic graph,
+    # which torch compiles twice: once for batch 1 (it always specialises sizes of 1) and once for larger batches.
     assert {shape[2:] for shape in engine.compiled_shapes} == {(32, 32), (48, 32)}
     assert engine.dynamic_used
-    assert len(graphs) == len(engine.compiled_shapes) + 1
+    assert len(graphs) == len(engine.compiled_shapes) + 2
 
 
 def test_samplers_are_refused():

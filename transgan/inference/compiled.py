@@ -31,7 +31,8 @@ class CompiledEngine(TorchEngine):
     frozen as constants (`freezing`). CUDA: 'max-autotune' (kernel search and CUDA graphs), with fp16/bf16 by
     autocast. The first `static_shapes` image sizes each get a graph specialised to that size; batches are
     padded up to a power of two by repeating the last image (images of a batch never mix in these networks, so
-    the padding changes no output); any later size runs on one graph compiled with symbolic sizes. Compiled
+    the padding changes no output); any later size runs on one graph compiled with symbolic sizes (two in fact:
+torch specialises a batch of 1). Compiled
     kernels are cached on disk by torch (TORCHINDUCTOR_CACHE_DIR, by default under the transgan cache), so a
     second process reuses them.
     """
