@@ -144,7 +144,6 @@ def summarise(rounds: list[dict], batching: dict, max_batch: int) -> dict:
     ms = latencies if len(latencies) else np.zeros(1)
     return {
         "max_batch": max_batch,
-        "slices": batching["slices"],
         "requests": len(latencies),
         "errors": len(errors),
         "first_errors": errors[:3],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -26,10 +25,6 @@ def serve_command(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="largest request body; larger ones get 413")] = 20.0,
     max_side: Annotated[int, typer.Option(min=1, help="largest image width or height; larger ones get 422")] = 2048,
     max_samples: Annotated[int, typer.Option(min=1, help="most images one /generate request may ask for")] = 64,
-    slices: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU: run a batch as N parts at once, one thread each (default: cores if batching)"),
-    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: warning, info, debug")] = "info",
 ) -> None:
     """Serve MODEL over HTTP: POST /translate or /generate, GET /info and /health, a demo page at /.
@@ -44,40 +39,25 @@ def serve_command(
     except ImportError as error:
         missing = error.name or "a package"
         raise TransganError(f"serve needs its extra ({missing} is missing): pip install 'transgan[serve]'") from error
-    from transgan.inference.engines import open_engine, resolve_device
+    from transgan.inference.engines import open_engine
     from transgan.serve.app import create_app
     from transgan.serve.model import Limits, ServedModel
 
-    device = resolve_device(device)
-    if slices is None:
-        slices = _cores() if device == "cpu" and max_batch > 1 else 1
-    threads = 0  # the engine's default: every core for one call
-    if slices > 1:
-        # Each slice of a batch runs on its own core: one thread per engine call, or the calls fight for cores.
-        import torch
-
-        torch.set_num_threads(1)
-        threads = 1
-    runner = open_engine(model, engine=engine, device=device, precision=precision, direction=direction, threads=threads)
+    runner = open_engine(model, engine=engine, device=device, precision=precision, direction=direction)
     if runner.info.get("kind") not in ("translator", "sampler"):
         raise TransganError(f"{model}: a {runner.info.get('kind')} cannot be served; serve a generator")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_side=max_side, max_samples=max_samples)
     # Only the model's own name is shown to clients: never a path on this machine.
-    served = ServedModel(runner, Path(model).name, limits, slices=slices)
+    served = ServedModel(runner, Path(model).name, limits)
     app = create_app(served, max_batch=max_batch, max_wait_ms=max_wait_ms)
     shown = f"[{host}]" if ":" in host else host
-    batching = f"batches of up to {max_batch} within {max_wait_ms:g} ms" + (f", {slices} slices" if slices > 1 else "")
+    batching = f"batches of up to {max_batch} within {max_wait_ms:g} ms"
     typer.echo(f"serving {served.name} ({runner.info.get('kind')}, {runner.describe()}; {batching})")
     typer.echo(f"on http://{shown}:{port}/ (demo page), POST /translate or /generate, GET /info, /health")
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30, server_header=False
     )
     uvicorn.Server(config).run()
-
-
-def _cores() -> int:
-    """The cores this process may run on (a container's share, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def register(app: typer.Typer) -> None:

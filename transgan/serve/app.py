@@ -39,7 +39,6 @@ def create_app(model: ServedModel, max_batch: int = 8, max_wait_ms: float = 10.0
         # The server stops taking requests and lets those in flight finish before this runs; the batcher
         # then runs whatever is still queued before the engine thread stops.
         await batcher.close()
-        model.close()
         close = getattr(model.engine, "close", None)  # gives back what the engine holds
         if close is not None:
             close()
@@ -96,7 +95,6 @@ def create_app(model: ServedModel, max_batch: int = 8, max_wait_ms: float = 10.0
                 "batching": {
                     "max_batch": max_batch,
                     "max_wait_ms": max_wait_ms,
-                    "slices": model.slices,
                     **batcher.stats.as_dict(),
                 },
                 "in_flight": in_flight,

@@ -7,7 +7,6 @@ import io
 import os
 import sys
 from collections.abc import Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,18 +56,11 @@ class TranslateItem:
 class ServedModel:
     """One engine and what a request needs from it: decoding with limits, batch functions, encoding."""
 
-    def __init__(self, engine: Engine, name: str, limits: Limits | None = None, slices: int = 1):
+    def __init__(self, engine: Engine, name: str, limits: Limits | None = None):
         self.engine = engine
         self.name = name
         self.limits = limits or Limits()
         self.info = engine.info
-        # A batch may run as `slices` parts at once (see run_engine); 1: the whole batch in one engine call.
-        self.slices = max(1, slices)
-        if self.info.get("test_time") == "reference":
-            # The reference's test-time way draws seeded dropout masks from one generator per forward pass:
-            # two forwards at once would share it, so such a network runs one call at a time.
-            self.slices = 1
-        self._slice_threads = ThreadPoolExecutor(self.slices, "slice") if self.slices > 1 else None
         self.kind = self.info.get("kind")
         normalization = self.info.get("normalization") or {"mean": 0.5, "std": 0.5}
         self.mean, self.std = float(normalization["mean"]), float(normalization["std"])
@@ -81,28 +73,6 @@ class ServedModel:
         """The model file's metadata (no server paths) and the engine."""
         meta = {key: value for key, value in self.info.items() if key != "path"}
         return {"name": self.name, "engine": self.engine.describe(), **meta}
-
-    def run_engine(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """engine.run on a batch, as up to `slices` parts run at once when slices > 1.
-
-        On a CPU, one small image does not keep several cores busy: a 2-thread torch call on one 256x256 image
-        runs at about 1.04x one thread on this project's 2-core machine, while two 1-thread calls on two images
-        run side by side. So on CPU `transgan serve` runs each core's share of a batch in its own 1-thread call;
-        a GPU takes the whole batch in one call (slices 1).
-        """
-        if self._slice_threads is None or len(batch) < 2:
-            return self.engine.run(batch, labels)
-        parts = np.array_split(np.arange(len(batch)), min(self.slices, len(batch)))
-        runs = [
-            self._slice_threads.submit(self.engine.run, batch[part], None if labels is None else labels[part])
-            for part in parts
-        ]
-        return np.concatenate([run.result() for run in runs])
-
-    def close(self) -> None:
-        """Stop the slice threads (the engine belongs to the caller)."""
-        if self._slice_threads is not None:
-            self._slice_threads.shutdown(wait=True)
 
     # ------------------------------------------------------------------ translation
     def decode(self, data: bytes) -> TranslateItem:
@@ -140,7 +110,7 @@ class ServedModel:
     def run_translate(self, items: list[TranslateItem]) -> list[np.ndarray]:
         """One engine call for same-size uploads; each output cropped back to its input's size."""
         batch = to_network(np.stack([item.pixels for item in items]), self.mean, self.std)
-        output = from_network(self.run_engine(batch), self.mean, self.std)
+        output = from_network(self.engine.run(batch), self.mean, self.std)
         return [image[: item.size[0], : item.size[1]] for image, item in zip(output, items)]
 
     # ------------------------------------------------------------------ generation
@@ -177,7 +147,7 @@ class ServedModel:
         """One engine call for every queued /generate request; outputs N x H x W x C uint8 per request."""
         noise = np.concatenate([z for z, _ in items])
         labels = None if items[0][1] is None else np.concatenate([y for _, y in items])
-        images = from_network(self.run_engine(noise, labels), self.mean, self.std)
+        images = from_network(self.engine.run(noise, labels), self.mean, self.std)
         sizes = np.cumsum([len(z) for z, _ in items])[:-1]
         return np.split(images, sizes)
 
