@@ -24,7 +24,20 @@ def generate_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the noise: the same seed gives the same images")] = 0,
     truncation: Annotated[
-        float | None, typer.Option(help="resample noise beyond this magnitude (e.g. 0.7: less variety, cleaner)")
+        float | None,
+        typer.Option(
+            help="less variety, cleaner: resample noise beyond this magnitude (e.g. 0.7); StyleGAN: psi in [0, 1], "
+            "w pulled toward the average w"
+        ),
+    ] = None,
+    mix: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--mix",
+            metavar="ROW_SEEDS COL_SEEDS",
+            help="StyleGAN style-mixing grid: coarse styles from each row seed, the rest from each column seed "
+            "(e.g. --mix 1,2,3 4,5,6,7)",
+        ),
     ] = None,
     interpolate: Annotated[
         bool, typer.Option("--interpolate", help="walk from the first --class to the second with fixed noise")
@@ -50,6 +63,17 @@ def generate_command(
     labels = [class_index(names, value) for value in classes or []]
     if labels and not names:
         raise TransganError(f"{model} is an unconditional model: leave out --class")
+    if mix:
+        if len(labels) > 1:
+            raise TransganError("--mix draws one class: give at most one --class")
+        from transgan.inference.sampling import style_mixing
+
+        row_seeds, column_seeds = (seed_list(value) for value in mix)
+        with test_time(G, mode, seed):
+            images = style_mixing(G, row_seeds, column_seeds, labels[0] if labels else None, truncation=truncation)
+        written = write_images(images, out, len(column_seeds) + 1, None)
+        typer.echo(f"{len(images)} images written to {written}")
+        return
     if interpolate:
         if names and len(labels) != 2:
             raise TransganError(
@@ -67,6 +91,14 @@ def generate_command(
         columns = nrow or (per_class if len(labels) > 1 else min(per_class, 8))
     written = write_images(images, out, columns, [names[k] for k in labels] if labels and not interpolate else None)
     typer.echo(f"{len(images)} images written to {written}")
+
+
+def seed_list(text: str) -> list[int]:
+    """'1,2,3' -> [1, 2, 3]; anything else is one clear error."""
+    try:
+        return [int(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise TransganError(f"--mix {text}: give comma-separated whole-number seeds (e.g. 1,2,3)") from None
 
 
 def write_images(images, out: Path, columns: int, class_names: list[str] | None) -> Path:

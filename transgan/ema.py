@@ -28,6 +28,13 @@ class EMA:
                 for ema_buffer, buffer in zip(average.buffers(), live.buffers()):
                     ema_buffer.copy_(buffer)
 
+    def follow_stage(self, networks: nn.ModuleDict) -> None:
+        """Growing networks: put each copy at its live network's depth and fade-in alpha (not a buffer the
+        update copies)."""
+        for name, average in self.copies.items():
+            if hasattr(average, "set_stage"):
+                average.set_stage(networks[name].depth, networks[name].alpha)
+
     def or_live(self, networks: nn.ModuleDict, names: list[str]) -> dict[str, nn.Module]:
         """For each name, its EMA copy when there is one, else the live network."""
         return {name: self.copies.get(name, networks[name]) for name in names}

@@ -288,7 +288,17 @@ NETWORKS = Registry(
     ],
 )
 LOSSES = Registry("loss", "transgan.losses", ["transgan.losses"])
-TASKS = Registry("task", "transgan.tasks", ["transgan.tasks.pix2pix", "transgan.tasks.cyclegan", "transgan.tasks.cgan"])
+TASKS = Registry(
+    "task",
+    "transgan.tasks",
+    [
+        "transgan.tasks.pix2pix",
+        "transgan.tasks.cyclegan",
+        "transgan.tasks.cgan",
+        "transgan.tasks.stylegan",
+        "transgan.tasks.progan",
+    ],
+)
 REGISTRIES = {"network": NETWORKS, "task": TASKS, "loss": LOSSES}
 
 

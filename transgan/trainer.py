@@ -144,8 +144,10 @@ class GANTrainer:
 
     def _train_step(self, batch: dict[str, Any]) -> None:
         factor = self.schedule.factor(self.step)
+        stage, alpha = self.stream.stage_at(self.step)
         if self.stream.staged:  # growing networks: the task sets its depth, alpha and data resolution
-            self.task.set_stage(*self.stream.stage_at(self.step))
+            self.task.set_stage(stage, alpha)
+            self.ema.follow_stage(self.task.networks)
         with self.autocast():
             self.task.forward(batch)
         for phase in self.phases:
@@ -168,7 +170,7 @@ class GANTrainer:
                 scaler.update()
             self.ema.update(self.task.networks, phase.networks)
             self.monitor.add({f"loss/{phase.name}": loss, f"grad_norm/{phase.name}": grad_norm, **metrics}, loss)
-        self.monitor.count_images(self.plan.batch_size)
+        self.monitor.count_images(self.stream.batch_sizes[stage])
 
     @contextmanager
     def _frozen(self, names: list[str]):

@@ -40,9 +40,25 @@ def generate(
     if G.num_classes and not labels:
         raise TransganError("this model is class-conditional: pass --class NAME_OR_INDEX")
     device = next(G.parameters()).device
-    z = G.sample_latent(n * max(len(labels or []), 1), torch.Generator().manual_seed(seed), truncation)
+    z = G.sample_latent(
+        n * max(len(labels or []), 1), torch.Generator().manual_seed(seed), latent_truncation(G, truncation)
+    )
     y = torch.tensor(labels).repeat_interleave(n) if G.num_classes else None
-    return G(z.to(device), None if y is None else y.to(device)).float().cpu()
+    return G(z.to(device), None if y is None else y.to(device), **style_truncation(G, truncation)).float().cpu()
+
+
+def latent_truncation(G: nn.Module, truncation: float | None) -> float | None:
+    """--truncation as a bound on z (BigGAN's trick); None for style generators, which truncate in w."""
+    return None if hasattr(G, "truncate") else truncation
+
+
+def style_truncation(G: nn.Module, truncation: float | None) -> dict[str, float]:
+    """--truncation as StyleGAN's psi (w pulled toward the average w) for generators that have one."""
+    if truncation is None or not hasattr(G, "truncate"):
+        return {}
+    if not 0.0 <= truncation <= 1.0:
+        raise TransganError(f"--truncation {truncation}: a StyleGAN psi lies in [0, 1] (e.g. 0.7; 1 is off)")
+    return {"truncation_psi": float(truncation)}
 
 
 @torch.no_grad()
@@ -63,11 +79,48 @@ def interpolate(
     device = next(G.parameters()).device
     t = torch.linspace(0, 1, steps)
     generator = torch.Generator().manual_seed(seed)
+    bound, psi = latent_truncation(G, truncation), style_truncation(G, truncation)
     if G.num_classes:
-        z = G.sample_latent(rows, generator, truncation).repeat_interleave(steps, 0)
+        z = G.sample_latent(rows, generator, bound).repeat_interleave(steps, 0)
         eye = torch.eye(G.num_classes)
         mix = (1 - t)[:, None] * eye[first] + t[:, None] * eye[second]
-        return G(z.to(device), mix.repeat(rows, 1).to(device)).float().cpu()
-    start, end = G.sample_latent(rows, generator, truncation), G.sample_latent(rows, generator, truncation)
+        return G(z.to(device), mix.repeat(rows, 1).to(device), **psi).float().cpu()
+    start, end = G.sample_latent(rows, generator, bound), G.sample_latent(rows, generator, bound)
     z = start[:, None] + t[None, :, None] * (end - start)[:, None]
-    return G(z.flatten(0, 1).to(device)).float().cpu()
+    return G(z.flatten(0, 1).to(device), **psi).float().cpu()
+
+
+@torch.no_grad()
+def style_mixing(
+    G: nn.Module,
+    row_seeds: list[int],
+    column_seeds: list[int],
+    label: int | None = None,
+    crossover: int | None = None,
+    truncation: float | None = None,
+) -> torch.Tensor:
+    """StyleGAN's style-mixing figure, (1 + rows) x (1 + columns) images in row-major order: the top row shows
+    each column seed's image, the left column each row seed's; cell (r, c) takes the coarse styles (the first
+    `crossover` synthesis inputs, default a quarter of them) from row seed r and the rest from column seed c.
+    The top-left corner is blank (-1). Conditional models draw every image of class `label`."""
+    if not hasattr(G, "mix"):
+        raise TransganError(f"--mix needs a StyleGAN model; this one's generator is {type(G).__name__}")
+    if not row_seeds or not column_seeds:
+        raise TransganError("--mix ROW_SEEDS COLUMN_SEEDS: give comma-separated seeds for both (e.g. 1,2,3 4,5,6)")
+    if G.num_classes and label is None:
+        raise TransganError("this model is class-conditional: pass --class NAME_OR_INDEX with --mix")
+    device = next(G.parameters()).device
+    psi = style_truncation(G, truncation).get("truncation_psi", 1.0)
+    seeds = list(row_seeds) + list(column_seeds)
+    z = torch.cat([G.sample_latent(1, torch.Generator().manual_seed(seed)) for seed in seeds]).to(device)
+    labels = torch.full((len(seeds),), label, dtype=torch.long, device=device) if G.num_classes else None
+    ws = G.mapping(z, labels, truncation_psi=psi)
+    crossover = max(1, G.num_ws // 4) if crossover is None else crossover
+    rows, columns = ws[: len(row_seeds)], ws[len(row_seeds) :]
+    mixed = G.mix(rows.repeat_interleave(len(column_seeds), 0), columns.repeat(len(row_seeds), 1, 1), crossover)
+    singles, cells = G.synthesis(ws).float().cpu(), G.synthesis(mixed).float().cpu()
+    blank = torch.full_like(singles[:1], -1.0)
+    figure = [blank, singles[len(row_seeds) :]]
+    for r in range(len(row_seeds)):
+        figure += [singles[r : r + 1], cells[r * len(column_seeds) : (r + 1) * len(column_seeds)]]
+    return torch.cat(figure)

@@ -18,6 +18,7 @@ from transgan.nets import build_network
 from transgan.recipe import Recipe
 from transgan.registry import TASKS
 from transgan.tasks.base import GANTask, Phase
+from transgan.tasks.generation import GenerationDataConfig, build_generation_dataset, check_data_config
 
 # Loss names of this task -> the registered adversarial loss; wgan-gp adds the gradient penalty.
 LOSS_ALIASES = {"wgan-gp": "wasserstein", "wgan": "wasserstein"}
@@ -25,17 +26,9 @@ GRID_SAMPLES = 64  # sample grids show 8 rows of 8, classes cycling along each r
 
 
 @dataclass(frozen=True)
-class CGANConfig:
+class CGANConfig(GenerationDataConfig):
     """Generation options; `auto` values follow the chosen --loss (WGAN-GP: n_critic 5, critic without BN)."""
 
-    data: str = option("", "folder of class sub-folders, a .zip of them, or a folder with MNIST idx files")
-    split: str = option("", "sub-folder / zip prefix / idx prefix to use (e.g. train); empty: the only one")
-    start: int = option(0, "MNIST idx data: first image to use")
-    stop: int = option(0, "MNIST idx data: stop before this image (0: the end)")
-    image_size: int = option(32, "square output size: a power of two times 3..8 (28, 32, 64, 128 ...)")
-    channels: int = option(0, "1 or 3; 0: from the data")
-    flip: bool = option(False, "random horizontal flips (not for digits or text)")
-    conditional: bool = option(True, "condition on the class labels; --no-conditional trains an unconditional model")
     arch: str = option("cbn", "cbn (conditional BN G + spectral-norm projection D) or dcgan (classic cDCGAN)")
     loss: str = option("hinge", "hinge, wgan-gp, vanilla, nonsaturating, lsgan, minimax, wasserstein")
     latent_dim: int = option(128, "size of z (InfoGAN codes included)")
@@ -115,8 +108,7 @@ def check_config(config: CGANConfig) -> None:
         raise TransganError(f"--n-critic {config.n_critic}: must be 1 or more (0: the loss's default)")
     if config.mode_seeking < 0:
         raise TransganError(f"--mode-seeking {config.mode_seeking}: must be 0 (off) or positive (e.g. 1)")
-    if config.channels not in (0, 1, 3):
-        raise TransganError(f"--channels {config.channels}: use 1 or 3 (0 takes it from the data)")
+    check_data_config(config)
 
 
 @TASKS.register("cgan")
@@ -128,23 +120,8 @@ class CGANTask(GANTask):
 
     @classmethod
     def build_dataset(cls, config: CGANConfig):
-        from transgan.data.classes import class_dataset
-
         check_config(config)
-        if not config.data:
-            raise TransganError("--data is required: a folder of class sub-folders, a .zip, or an MNIST idx folder")
-        dataset = class_dataset(
-            config.data,
-            config.image_size,
-            channels=config.channels or None,
-            split=config.split or None,
-            flip=config.flip,
-            start=config.start,
-            stop=config.stop or None,
-        )
-        if len(dataset) == 0:
-            raise TransganError(f"{config.data}: no images selected (check --start/--stop/--split)")
-        return dataset
+        return build_generation_dataset(config)
 
     def __init__(self, config: CGANConfig, dataset):
         super().__init__(config, dataset)

@@ -1,0 +1,196 @@
+"""StyleGAN2 image generation on the shared trainer: logistic loss, lazy R1, style mixing, optional path length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from transgan.augment import DiffAugment
+from transgan.config import option
+from transgan.errors import TransganError
+from transgan.losses import (
+    adversarial_loss,
+    decision_threshold,
+    discriminator_accuracy,
+    lazy_r1_loss,
+    path_length_penalty,
+    r1_gamma_for,
+)
+from transgan.nets import build_network
+from transgan.recipe import Recipe
+from transgan.registry import TASKS
+from transgan.tasks.base import Phase
+from transgan.tasks.cgan import within_class_spread
+from transgan.tasks.generation import GenerationDataConfig, GenerationTask, as_rgb
+
+STYLEGAN2_LR = 0.0025
+STYLEGAN2_BETAS = (0.0, 0.99)
+PL_DECAY = 0.01  # StyleGAN2's running-mean rate of the path lengths
+
+
+@dataclass(frozen=True)
+class StyleGANConfig(GenerationDataConfig):
+    """StyleGAN2 options. Widths default small (channel_base 1024, at most 64 maps) so MNIST/CIFAR train on a
+    CPU; the paper's are channel_base 32768, channel_max 512, w_dim 512, 8 mapping layers."""
+
+    latent_dim: int = option(128, "size of z")
+    w_dim: int = option(128, "size of w (the style vector)")
+    mapping_layers: int = option(2, "layers of the mapping network (StyleGAN2-ADA's CIFAR config: 2; paper: 8)")
+    channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
+    channel_max: int = option(64, "most feature maps of any layer")
+    style_mode: str = option("demod", "demod (StyleGAN2 modulated convs) or adain (StyleGAN's AdaIN)")
+    mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
+    r1_gamma: float = option(0.0, "R1 weight; 0: StyleGAN2-ADA's 0.0002 * image_size^2 / batch size")
+    r1_every: int = option(16, "lazy R1: regularise D every this many steps")
+    mixing_prob: float = option(0.9, "style-mixing probability of a training batch (0 disables mixing)")
+    pl_weight: float = option(0.0, "path-length regularisation weight (StyleGAN2: 2; 0 disables it)")
+    pl_every: int = option(4, "lazy path-length regularisation: every this many steps")
+    diffaugment: str = option(
+        "", "DiffAugment policy for real and fake images in both phases (e.g. color,translation,cutout)"
+    )
+
+
+def check_config(config: StyleGANConfig) -> None:
+    if config.r1_gamma < 0:
+        raise TransganError(f"--r1-gamma {config.r1_gamma}: must be 0 (automatic) or positive")
+    if config.r1_every < 1 or config.pl_every < 1:
+        raise TransganError(f"--r1-every {config.r1_every} / --pl-every {config.pl_every}: must be at least 1")
+    if not 0.0 <= config.mixing_prob <= 1.0:
+        raise TransganError(f"--mixing-prob {config.mixing_prob}: must lie in [0, 1]")
+    if config.pl_weight < 0:
+        raise TransganError(f"--pl-weight {config.pl_weight}: must be 0 (off) or positive (StyleGAN2: 2)")
+    DiffAugment(config.diffaugment)  # an unknown operation raises one line naming the known ones
+
+
+@TASKS.register("stylegan")
+class StyleGANTask(GenerationTask):
+    """StyleGAN2 (conditional or not): non-saturating logistic loss, lazy R1, style mixing, G EMA."""
+
+    name = "stylegan"
+    config_class = StyleGANConfig
+
+    @classmethod
+    def build_dataset(cls, config: StyleGANConfig):
+        check_config(config)
+        return super().build_dataset(config)
+
+    def __init__(self, config: StyleGANConfig, dataset):
+        super().__init__(config, dataset)
+        check_config(config)
+        shared = {"num_classes": self.num_classes, "image_size": config.image_size, "channels": self.channels}
+        widths = {"channel_base": config.channel_base, "channel_max": config.channel_max}
+        self.networks["G"] = build_network(
+            "stylegan_generator",
+            latent_dim=config.latent_dim,
+            w_dim=config.w_dim,
+            mapping_layers=config.mapping_layers,
+            style_mode=config.style_mode,
+            **widths,
+            **shared,
+        )
+        self.networks["D"] = build_network(
+            "stylegan_discriminator",
+            mbstd_group_size=max(config.mbstd_group_size, 1),
+            mbstd_channels=1 if config.mbstd_group_size else 0,
+            **widths,
+            **shared,
+        )
+        self.gan_loss = adversarial_loss("nonsaturating")
+        self.threshold = decision_threshold(self.gan_loss)
+        self.augment = DiffAugment(config.diffaugment)
+        # Steps taken, for the lazy regularisers (the trainer's phases run every step); with the running mean
+        # of the path lengths it is training state, saved in checkpoints so a resumed run regularises alike.
+        self.steps_done = 0
+        self.pl_mean = torch.zeros(())
+        self.fix_grid_inputs()
+
+    def recipe(self) -> Recipe:
+        # StyleGAN2 (config F / ADA): Adam 0.0025, betas (0, 0.99); ADA's automatic batch at <= 128 px is 32.
+        # G's EMA: ADA's half-life of 10k images at batch 32 is 0.5 ** (32 / 10000) = 0.9978; 0.999 here, with no
+        # ramp-up (the trainer's EMA has a fixed decay).
+        lr = {"G": STYLEGAN2_LR, "D": STYLEGAN2_LR}
+        return Recipe(lr=lr, betas=STYLEGAN2_BETAS, batch_size=32, epochs=100, ema=0.999)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", ["D"], self.loss_D, "D"), Phase("G", ["G"], self.loss_G, "G", frozen=["D"])]
+
+    # -- one step -----------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> None:
+        self.step = self.steps_done
+        self.steps_done += 1
+        self.real = batch["image"].to(self.device, non_blocking=True)
+        self.labels = batch["label"].to(self.device).long() if self.num_classes else None
+        G = self.networks["G"]
+        self.z = G.sample_latent(self.real.shape[0]).to(self.device)
+        self.fake = G(self.z, self.labels, mixing_prob=self.config.mixing_prob)
+
+    def _D(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's logits of images as D sees them (DiffAugment'ed when a policy is set, differentiably)."""
+        return self.networks["D"](self.augment(images) if self.augment else images, labels)
+
+    def r1_gamma(self) -> float:
+        return self.config.r1_gamma or r1_gamma_for(self.config.image_size, self.real.shape[0])
+
+    def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        config = self.config
+        regularise = self.step % config.r1_every == 0
+        if regularise:
+            # Lazy R1 on this step's reals (StyleGAN2), gradient taken through DiffAugment; its D pass is reused.
+            r1, pred_real = lazy_r1_loss(self._D, self.real, self.labels, gamma=self.r1_gamma(), every=config.r1_every)
+        else:
+            pred_real = self._D(self.real, self.labels)
+        pred_fake = self._D(self.fake.detach(), self.labels)
+        loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake)
+        loss = loss_real + loss_fake
+        accuracy_real, accuracy_fake = discriminator_accuracy(pred_real, pred_fake, self.threshold)
+        metrics = {
+            "D/real": pred_real.detach().float().mean(),
+            "D/fake": pred_fake.detach().float().mean(),
+            "D/accuracy_real": accuracy_real,
+            "D/accuracy_fake": accuracy_fake,
+        }
+        if regularise:
+            loss = loss + r1
+            metrics["D/r1"] = r1.detach()
+        return loss, metrics
+
+    def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        config = self.config
+        loss = self.gan_loss.generator(self._D(self.fake, self.labels))
+        metrics = {"G/gan": loss.detach()}
+        if config.pl_weight > 0 and self.step % config.pl_every == 0:
+            penalty = self._path_length()
+            loss = loss + config.pl_weight * config.pl_every * penalty
+            metrics["G/pl"], metrics["G/pl_mean"] = penalty.detach(), self.pl_mean
+        if self.real.shape[0] > 1:
+            # Spread of fakes over spread of reals within each class (health.py warns when G ignores its noise).
+            spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
+            spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
+            metrics["health/diversity"] = spread_fake / spread_real
+        return loss, metrics
+
+    def _path_length(self) -> torch.Tensor:
+        """StyleGAN2's path-length penalty on half the batch (its pl_batch_shrink 2); updates the running mean."""
+        G, n = self.networks["G"], max(self.real.shape[0] // 2, 1)
+        labels = None if self.labels is None else self.labels[:n]
+        ws = G.mapping(G.sample_latent(n).to(self.device), labels, update_w_avg=False)
+        penalty, self.pl_mean = path_length_penalty(G.synthesis(ws), ws, self.pl_mean.to(self.device), PL_DECAY)
+        return penalty
+
+    # -- state that is not a parameter ---------------------------------------------------------------
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"steps_done": torch.tensor(self.steps_done), "pl_mean": self.pl_mean.detach().float().cpu()}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "steps_done" in tensors:
+            self.steps_done = int(tensors["steps_done"])
+        if "pl_mean" in tensors:
+            self.pl_mean = tensors["pl_mean"].float().reshape(()).to(self.device)
+
+    # -- outputs ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        return as_rgb(networks["G"](*self.grid_inputs()))
