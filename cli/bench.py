@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +15,8 @@ from transgan.cli.export import parse_size
 def bench_command(
     model: Annotated[str, typer.Argument(help="model file, run directory, pretrained name or exported .onnx")],
     engine: Annotated[
-        list[str] | None, typer.Option(help="auto, torch, onnx or tensorrt; repeat to compare (default: auto)")
+        list[str] | None,
+        typer.Option(help="auto, torch, compiled, onnx or tensorrt; repeat to compare (default: auto)"),
     ] = None,
     batch_size: Annotated[list[int] | None, typer.Option(min=1, help="repeat to compare (default: 1)")] = None,
     size: Annotated[str, typer.Option(help="input height x width for translators")] = "256x256",
@@ -27,6 +29,9 @@ def bench_command(
     warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 2,
     compile: Annotated[bool, typer.Option("--compile", help="torch engine: torch.compile the network")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (one list) instead of a table")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="--engine onnx on CPU: the int8 graph (export --int8)")] = False,
+    calibrate: Annotated[Path | None, typer.Option(help="--int8 on a model file: images to calibrate on")] = None,
+    min_psnr: Annotated[float, typer.Option(help="--int8: lowest PSNR (dB) against fp32 accepted")] = 35.0,
 ) -> None:
     """Time a generator under each combination of --engine, --precision and --batch-size."""
     from transgan.inference.bench import benchmark
@@ -36,9 +41,9 @@ def bench_command(
     results = []
     for engine_name in engine or ["auto"]:
         for precision_name in precision or ["fp32"]:
-            runner = open_engine(
-                model, engine=engine_name, device=device, precision=precision_name, direction=direction, compile=compile
-            )
+            options = {"compile": compile, "int8": int8, "calibrate": calibrate, "min_psnr": min_psnr}
+            options.update(engine=engine_name, device=device, precision=precision_name, direction=direction)
+            runner = open_engine(model, **options)
             for batch in batch_size or [1]:
                 results.append(benchmark(runner, batch, (height, width), warmup=warmup, iterations=iterations))
     if as_json:

@@ -43,6 +43,12 @@ def export_command(
         bool,
         typer.Option("--eval", help="batch norm with running statistics (pix2pix default: each image's own)"),
     ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="CPU int8 (ONNX Runtime QDQ): layers chosen by measured error; --calibrate")
+    ] = False,
+    calibrate: Annotated[Path | None, typer.Option(help="--int8: folder of real images to calibrate on")] = None,
+    min_psnr: Annotated[float, typer.Option(help="--int8: refuse below this PSNR (dB) against fp32")] = 35.0,
+    calibrate_size: Annotated[int, typer.Option(min=1, help="--int8: calibration images' size (square crop)")] = 256,
 ) -> None:
     """Export a generator to ONNX and check ONNX Runtime against PyTorch on a sample input.
 
@@ -54,6 +60,18 @@ def export_command(
     if out.suffix.lower() != ".onnx":
         raise TransganError(f"{out}: the output file must end in .onnx")
     shape = parse_size(static_shape, "--static-shape") if static_shape else None
+    if int8 or calibrate is not None:
+        if not int8 or calibrate is None:
+            raise TransganError("--int8 and --calibrate DIR go together: int8 needs real images to calibrate on")
+        if fp16 or for_cpu or shape or batch:
+            raise TransganError("--int8 writes a dynamic CPU graph: drop --fp16, --for-cpu, --static-shape, --batch")
+        from transgan.export.int8 import export_int8
+
+        test_time = "eval" if eval_mode else None
+        options = {"direction": direction, "min_psnr": min_psnr, "size": calibrate_size, "test_time": test_time}
+        result = export_int8(model, out, calibrate, on_progress=lambda line: typer.echo(line, err=True), **options)
+        typer.echo(result.summary())
+        return
     report = export_onnx(
         model,
         out,

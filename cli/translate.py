@@ -32,9 +32,17 @@ def translate_command(
     input_dir: Annotated[Path, typer.Argument(help="folder of images and videos (searched recursively), or a video")],
     output_dir: Annotated[Path, typer.Argument(help="where to write; must be outside INPUT_DIR")],
     direction: Annotated[str | None, typer.Option(help="AtoB or BtoA (default AtoB)")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="images per forward pass (default 8; --engine auto: the measured best)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    engine: Annotated[str, typer.Option(help="auto, torch, onnx or tensorrt (auto: onnx for .onnx files)")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="auto, torch, compiled, onnx or tensorrt (auto: onnx for .onnx files; for a model file the engine "
+            "measured fastest on this machine, cached, when the folder is big enough to pay for measuring)"
+        ),
+    ] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (torch autocast; onnx: the file's own)")] = "fp32",
     resize: Annotated[int | None, typer.Option(help="scale each image so its shorter side is N pixels first")] = None,
     png: Annotated[
@@ -46,6 +54,11 @@ def translate_command(
     eval_mode: Annotated[
         bool, typer.Option("--eval", help="run the generator in eval mode (pix2pix default: the reference's way)")
     ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="CPU, --engine onnx or auto: an int8 graph, refused below --min-psnr")
+    ] = False,
+    calibrate: Annotated[Path | None, typer.Option(help="--int8: images to calibrate on (default INPUT_DIR)")] = None,
+    min_psnr: Annotated[float, typer.Option(help="--int8: lowest PSNR (dB) against fp32 accepted")] = 35.0,
 ) -> None:
     """Translate every image in INPUT_DIR; outputs that exist are skipped, so an interrupted run resumes.
 
@@ -65,19 +78,26 @@ def translate_command(
 
     if video_cli.is_clip(input_dir):  # one video in, one video out (OUTPUT_DIR may name the file)
         options = {"engine": engine, "device": device, "precision": precision, "direction": direction}
-        options.update(test_time="eval" if eval_mode else None, batch_size=batch_size, resize=resize)
+        options.update(test_time="eval" if eval_mode else None, batch_size=batch_size or 8, resize=resize)
         return video_cli.translate_clip(model, input_dir, output_dir, crf=crf, overwrite=overwrite, **options)
     check_folders(input_dir, output_dir)  # before opening the model, which may mean a slow ONNX export
     console = Console(stderr=True, highlight=False)
-    runner = open_engine(
-        model,
-        engine=engine,
-        device=device,
-        precision=precision,
-        direction=direction,
-        test_time="eval" if eval_mode else None,
-    )
-    console.print(f"translating with {runner.describe()}", markup=False)
+    test_time = "eval" if eval_mode else None
+    int8_options = {"int8": int8, "calibrate": calibrate or input_dir, "min_psnr": min_psnr}
+    if engine == "auto" and Path(model).suffix.lower() != ".onnx" and precision == "fp32":
+        from transgan.inference.autotune import folder_sample, open_auto
+
+        sample, count = folder_sample(model, input_dir, direction, resize)
+        runner, tuned_batch = open_auto(
+            model, device, direction, test_time, sample, count, int8_options["calibrate"] if int8 else None,
+            min_psnr, say=lambda line: console.print(line, markup=False, soft_wrap=True),
+        )  # fmt: skip
+        batch_size = batch_size or tuned_batch
+    else:
+        options = {"engine": engine, "device": device, "precision": precision, "direction": direction}
+        runner = open_engine(model, test_time=test_time, **options, **int8_options)
+    batch_size = batch_size or 8
+    console.print(f"translating with {runner.describe()}, batch {batch_size}", markup=False)
     columns = [TextColumn("translate"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("translate", total=None)

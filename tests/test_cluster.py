@@ -180,14 +180,12 @@ def test_two_launchers_as_two_nodes_train_like_one_process(pairs, tmp_path, sing
     out = tmp_path / "nodes"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [
-        subprocess.Popen(
-            torchrun("--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                     "--rdzv-endpoint", endpoint, "--rdzv-id", "nodes-test", *train_args(pairs, out, 4)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        for rank in (0, 1)
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "nodes-test"]
+    launchers = [
+        torchrun("--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1", *rendezvous) for rank in (0, 1)
     ]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    nodes = [subprocess.Popen([*launcher, *train_args(pairs, out, 4)], **pipes) for launcher in launchers]
     results = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], [stderr[-2000:] for _, stderr in results]
     for step in (2, 4):

@@ -126,3 +126,39 @@ def test_choose_layers_by_work_per_error():
               900, 25.0), LayerError("narrow", "Conv", [8, 8, 1, 1], 10, 50.0)]  # fmt: skip
     assert [layer.name for layer in choose_layers(layers, 35)] == ["wide", "narrow"]
     assert choose_layers(layers, 60) == []
+
+
+def test_cli_export_int8_and_translate_with_it(tmp_path, real_data):
+    from transgan.cli.app import build_app
+    from typer.testing import CliRunner
+
+    def invoke(*args):
+        result = CliRunner().invoke(build_app(), [str(arg) for arg in args])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a TransganError: the CLI's entry point prints it as one line
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    horses = real_data("horse2zebra", "testA")
+    torch.manual_seed(0)
+    model = transgan.save(build_network("resnet", ngf=4, n_blocks=1), tmp_path / "m.safetensors", task="cyclegan",
+                          directions={"AtoB": "G"})  # fmt: skip
+    out = tmp_path / "m-int8.onnx"
+    with pytest.raises(TransganError, match="go together"):
+        invoke("export", model, out, "--int8")
+    with pytest.raises(TransganError, match="--fp16"):
+        invoke("export", model, out, "--int8", "--calibrate", horses, "--fp16")
+    text = invoke("export", model, out, "--int8", "--calibrate", horses, "--calibrate-size", "32", "--min-psnr", "30")
+    assert "int8:" in text and "held-out images" in text and out.is_file()
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in sorted(p.name for p in horses.glob("*.png"))[:2]:
+        (folder / name).write_bytes((horses / name).read_bytes())
+    with pytest.raises(TransganError, match="--int8 runs with --engine onnx"):
+        invoke("translate", model, folder, tmp_path / "o", "--engine", "torch", "--int8")
+    fp32 = export_onnx(model, tmp_path / "m.onnx").path
+    with pytest.raises(TransganError, match="export --int8"):
+        invoke("translate", fp32, folder, tmp_path / "o", "--int8")
+    text = invoke("translate", out, folder, tmp_path / "o", "--device", "cpu", "--engine", "onnx", "--int8")
+    assert "(int8" in text and "2 translated" in text

@@ -60,7 +60,8 @@ def parameters(net):
 def test_d_phase_never_updates_g_and_g_phase_never_updates_d(paired_dir, tmp_path):
     trainer = build_trainer("pix2pix", Pix2PixConfig(data=str(paired_dir), **TINY_NETS), quiet_config(tmp_path / "r"))
     G, D = trainer.task.networks["G"], trainer.task.networks["D"]
-    batch = next(iter(torch.utils.data.DataLoader(trainer.task.dataset, batch_size=2, sampler=trainer.make_loader().sampler)))
+    sampler = trainer.make_loader().sampler
+    batch = next(iter(torch.utils.data.DataLoader(trainer.task.dataset, batch_size=2, sampler=sampler)))
     all_phases = trainer.phases
 
     trainer.phases = [p for p in all_phases if p.name == "D"]

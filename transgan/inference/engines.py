@@ -21,7 +21,7 @@ from transgan.nets.test_time import DEFAULT_SEED, check_mode, describe
 from transgan.nets.test_time import test_time as at_test_time
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ENGINES = ("auto", "torch", "onnx", "tensorrt")
+ENGINES = ("auto", "torch", "onnx", "tensorrt", "compiled")
 
 
 def resolve_device(device: str) -> str:
@@ -289,6 +289,9 @@ def open_engine(
     threads: int = 0,
     test_time: str | None = None,
     seed: int | None = DEFAULT_SEED,
+    int8: bool = False,
+    calibrate: str | Path | None = None,
+    min_psnr: float | None = None,
 ) -> Engine:
     """An engine for MODEL (run dir, .safetensors, pretrained name or an exported .onnx file).
 
@@ -296,6 +299,8 @@ def open_engine(
     file exports it first (cached). 'tensorrt' is ONNX Runtime with the TensorRT provider first (GPU).
     `test_time` ('reference' or 'eval') overrides the model file's own test-time mode; `seed` seeds the
     torch engine's test-time dropout (ONNX graphs have none). An .onnx file keeps the mode it was exported with.
+    'compiled' is torch.compile (transgan.inference.compiled). `int8` (onnx, CPU): a model file is exported int8,
+    calibrated on the folder `calibrate` and refused below `min_psnr` dB (transgan.export.int8, cached).
     """
     if engine not in ENGINES:
         raise TransganError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
@@ -307,6 +312,8 @@ def open_engine(
         raise TransganError(f"{model_spec}: no such file")
     if engine == "auto":
         engine = "onnx" if is_onnx else "torch"
+    if int8 and (engine != "onnx" or device != "cpu"):
+        raise TransganError("--int8 runs with --engine onnx on --device cpu (ONNX Runtime's int8 CPU kernels)")
     if engine == "torch" and is_onnx:
         raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not torch")
     path = Path(model_spec) if is_onnx else resolve_model_path(model_spec)  # the one lookup of a name or folder
@@ -316,7 +323,19 @@ def open_engine(
         info = model.info(direction).as_dict()
         info["test_time"] = test_time or info["test_time"]
         return TorchEngine(net, info, device, precision, compile=compile, seed=seed)
-    if not is_onnx:
+    if engine == "compiled":
+        from transgan.inference.compiled import open_compiled
+
+        if is_onnx:
+            raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not compiled")
+        return open_compiled(path, device, precision, direction, test_time, seed=seed)
+    if int8 and not is_onnx:
+        from transgan.export.int8 import DEFAULT_MIN_PSNR, exported_int8
+
+        if calibrate is None:
+            raise TransganError("--int8 on a model file needs --calibrate DIR: images to calibrate and measure on")
+        path = exported_int8(path, calibrate, direction, min_psnr or DEFAULT_MIN_PSNR, test_time)
+    elif not is_onnx:
         # On CPU the export carries the CPU rewrites (Winograd convs...); GPU providers get the plain graph.
         path = exported_onnx(path, direction, for_cpu=device == "cpu", test_time=test_time)
     result = OnnxEngine(path, device, tensorrt=engine == "tensorrt", threads=threads)
@@ -327,6 +346,8 @@ def open_engine(
             f"{model_spec} was exported in {result.info.get('test_time', 'eval')} test-time mode; export it again "
             f"with{'' if test_time == 'eval' else 'out'} --eval"
         )
+    if int8 and result.precision != "int8":
+        raise TransganError(f"{model_spec} is {result.precision}; write an int8 graph with `transgan export --int8`")
     if precision != "fp32" and result.precision != precision:
         raise TransganError(
             f"--precision {precision}: this ONNX file is {result.precision}; export one with "
