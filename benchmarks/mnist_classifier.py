@@ -38,9 +38,9 @@ class MnistClassifier(nn.Module):
         return self.head(self.body(images))
 
 
-def load_mnist(start: int, stop: int, root: Path = MNIST) -> tuple[Tensor, Tensor]:
-    """Images (N, 1, 28, 28) in [-1, 1] and labels (N,) of MNIST test-set images [start, stop)."""
-    dataset = class_dataset(root, 28, start=start, stop=stop)
+def load_mnist(start: int, stop: int, root: Path = MNIST, size: int = 28) -> tuple[Tensor, Tensor]:
+    """Images (N, 1, size, size) in [-1, 1] and labels (N,) of MNIST test-set images [start, stop)."""
+    dataset = class_dataset(root, size, start=start, stop=stop)
     items = [dataset[(i, 0)] for i in range(len(dataset))]
     return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items])
 

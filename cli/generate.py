@@ -10,6 +10,7 @@ import typer
 from transgan.errors import TransganError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ANIMATIONS = (".mp4", ".gif")  # --interpolate only: frame t shows step t of every row
 
 
 def generate_command(
@@ -40,8 +41,20 @@ def generate_command(
         ),
     ] = None,
     interpolate: Annotated[
-        bool, typer.Option("--interpolate", help="walk from the first --class to the second with fixed noise")
+        bool,
+        typer.Option(
+            "--interpolate",
+            help="walk from the first --class to the second with fixed noise, or with --space between two random "
+            "latents; --out a .png strip, an animated .gif or an .mp4",
+        ),
     ] = False,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            help="--interpolate between random latents: z (slerp) or w (StyleGAN: lerp between styles); row r "
+            "walks from seed+2r to seed+2r+1 (conditional models: one --class). Unconditional models default to z"
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="images per interpolation row")] = 8,
     nrow: Annotated[int | None, typer.Option(help="grid columns (default: 8, or --n with several classes)")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
@@ -49,13 +62,15 @@ def generate_command(
     """Generate images of a class from a trained cgan model (or an unconditional one)."""
 
     from transgan.inference.engines import resolve_device
-    from transgan.inference.sampling import class_index, generate
+    from transgan.inference.sampling import class_index, generate, latent_walk
     from transgan.inference.sampling import interpolate as interpolate_classes
     from transgan.models import open_model
     from transgan.nets.test_time import test_time
 
-    if Path(out).suffix.lower() == ".mp4" and not interpolate:
-        raise TransganError(f"--out {out}: an MP4 shows an interpolation, one frame per step: add --interpolate")
+    if Path(out).suffix.lower() in ANIMATIONS and not interpolate:
+        raise TransganError(f"--out {out}: an animation shows an interpolation, one frame per step: add --interpolate")
+    if space is not None and not interpolate:
+        raise TransganError("--space chooses where --interpolate walks: add --interpolate")
     device = resolve_device(device)
     model_file = open_model(model, device)
     G, names = model_file.primary, model_file.class_names
@@ -74,15 +89,20 @@ def generate_command(
         written = write_images(images, out, len(column_seeds) + 1, None)
         typer.echo(f"{len(images)} images written to {written}")
         return
-    if interpolate:
-        if names and len(labels) != 2:
-            raise TransganError(
-                f"--interpolate needs exactly two --class values; this model's classes: {', '.join(names)}"
-            )
-        rows = n or 1
-        first, second = (labels[0], labels[1]) if names else (None, None)
+    if interpolate and (space is not None or not names):  # a walk between latents
+        if len(labels) > 1:
+            raise TransganError("--space walks within one class: give at most one --class")
         with test_time(G, mode, seed):
-            images = interpolate_classes(G, first, second, steps, rows, seed, truncation)
+            images = latent_walk(G, space or "z", steps, n or 1, seed, labels[0] if labels else None, truncation)
+        columns = steps
+    elif interpolate:  # a walk between two classes with fixed noise
+        if len(labels) != 2:
+            raise TransganError(
+                f"--interpolate needs exactly two --class values (or --space z|w and one); this model's classes: "
+                f"{', '.join(names)}"
+            )
+        with test_time(G, mode, seed):
+            images = interpolate_classes(G, labels[0], labels[1], steps, n or 1, seed, truncation)
         columns = steps
     else:
         per_class = n or 64
@@ -110,6 +130,10 @@ def write_images(images, out: Path, columns: int, class_names: list[str] | None)
         from transgan.inference.video import write_interpolation_video
 
         return write_interpolation_video(images, columns, out)
+    if out.suffix.lower() == ".gif":
+        from transgan.inference.video import write_interpolation_gif
+
+        return write_interpolation_gif(images, columns, out)
     if out.suffix.lower() in IMAGE_SUFFIXES:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0), out)

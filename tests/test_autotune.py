@@ -27,14 +27,15 @@ def tiny_model(path, seed: int = 0):
 
 
 class Slowed(Engine):
-    """A real engine that also waits `delay` seconds per image: a candidate known to be slower."""
+    """A real engine that also waits `delay` seconds per image (`power` 2: per image squared, so that larger
+    batches are slower per image): a candidate known to be slower."""
 
-    def __init__(self, inner: Engine, delay: float):
-        self.inner, self.delay = inner, delay
+    def __init__(self, inner: Engine, delay: float, power: int = 1):
+        self.inner, self.delay, self.power = inner, delay, power
         self.info, self.device, self.precision, self.name = inner.info, inner.device, inner.precision, "slowed"
 
     def run(self, batch, labels=None):
-        time.sleep(self.delay * len(batch))
+        time.sleep(self.delay * len(batch) ** self.power)
         return self.inner.run(batch, labels)
 
 
@@ -161,3 +162,13 @@ def test_auto_on_a_small_job_runs_eager_without_measuring(tmp_path):
     engine, batch = tuning.open_auto(model, "cpu", sample=sample, job_images=3)
     assert engine.name == "torch" and batch is None  # 3 tiny images: measuring would cost more than it saves
     assert not (tmp_path / "cache" / "autotune").exists()
+
+
+def test_larger_batches_that_lose_stop_the_search(tmp_path):
+    model = tiny_model(tmp_path / "m.safetensors")
+    worse = Candidate("worse", lambda: Slowed(open_engine(model, engine="torch", device="cpu"), 0.05, power=2))
+    sample = lambda n: (np.zeros((n, 3, 32, 32), np.float32),)  # noqa: E731
+    results, _, _ = measure([worse], sample, batch_sizes=(1, 2, 4, 8), budget_s=30)
+    # Batch 2 is half as fast per image as batch 1, so batches 4 and 8 are not even tried.
+    assert [m.batch_size for m in results] == [1, 2]
+    assert pick(results).batch_size == 1

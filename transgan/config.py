@@ -52,6 +52,11 @@ class TrainConfig:
     lr_policy: str | None = option(None, "constant, linear or cosine (default: the task's)")
     grad_clip: float = option(0.0, "clip each phase's gradient norm to this; 0 disables")
     ema: float | None = option(None, "EMA decay of generator weights (e.g. 0.999); 0 disables (default: the task's)")
+    ema_rampup: float | None = option(
+        None,
+        "EMA ramp-up: half-life at most this fraction of the images seen (StyleGAN2-ADA: 0.05); 0: off "
+        "(default: the task's)",
+    )
     num_workers: int = option(2, "DataLoader worker processes decoding images")
     log_every: int = option(50, "steps between metric logs")
     sample_every: int = option(500, "steps between sample grids")
@@ -94,6 +99,8 @@ class TrainConfig:
                 raise TransganError(f"{_flag(name)} {getattr(self, name)}: must be 0 (off) or more")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise TransganError(f"--ema {self.ema}: use a decay in [0, 1), e.g. 0.999 (0 disables EMA)")
+        if self.ema_rampup is not None and self.ema_rampup < 0:
+            raise TransganError(f"--ema-rampup {self.ema_rampup}: use 0 (off) or a positive fraction, e.g. 0.05")
         signal_names(self.stop_signals)
 
     def eval_options(self) -> EvalOptions:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transgan.checkpoint import ModelFile
@@ -240,9 +241,10 @@ def evaluate_sampler(
         for first in range(0, count, batch_size):
             size = min(batch_size, count - first)
             # One seed per chunk: the same --seed and --batch-size give the same samples at every evaluation.
-            images = to_uint8(
-                generate(G, [k] if num_classes else None, size, seed * 1_000_003 + chunk_index, truncation)
-            )
+            samples = generate(G, [k] if num_classes else None, size, seed * 1_000_003 + chunk_index, truncation)
+            if samples.shape[-1] != G.image_size:  # a growing G (ProGAN) before its last stage: shown at full size
+                samples = F.interpolate(samples, size=(G.image_size, G.image_size), mode="nearest")
+            images = to_uint8(samples)
             chunk_index += 1
             if out_dir is not None:
                 _save_samples(images, Path(out_dir), class_names[k] if num_classes and class_names else None, first)

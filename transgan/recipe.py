@@ -25,6 +25,7 @@ class Recipe:
     decay_epochs: int = 0  # then a linear decay to 0 (policy "linear")
     lr_policy: str = "constant"
     ema: float = 0.0
+    ema_rampup: float = 0.0  # StyleGAN2-ADA: 0.05 (see ema.ramped_decay)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainingPlan:
     decay_epochs: int
     lr_policy: str
     ema: float
+    ema_rampup: float
 
 
 def resolve_plan(train: TrainConfig, recipe: Recipe) -> TrainingPlan:
@@ -57,6 +59,7 @@ def resolve_plan(train: TrainConfig, recipe: Recipe) -> TrainingPlan:
         decay_epochs=pick(train.decay_epochs, recipe.decay_epochs),
         lr_policy=pick(train.lr_policy, recipe.lr_policy),
         ema=pick(train.ema, recipe.ema),
+        ema_rampup=pick(train.ema_rampup, recipe.ema_rampup),
     )
 
 

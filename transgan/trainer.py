@@ -50,7 +50,7 @@ class GANTrainer:
         self.optimizers = {p.name: adam(p) for p in self.phases}
         use_scaler = config.precision == "fp16"
         self.scalers = {p.name: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for p in self.phases}
-        self.ema = EMA(task.networks, task.ema_networks(), plan.ema)
+        self.ema = EMA(task.networks, task.ema_networks(), plan.ema, plan.ema_rampup)
         cuda = self.device.type == "cuda"
         self.stream = BatchStream(
             task.dataset,
@@ -148,6 +148,7 @@ class GANTrainer:
         if self.stream.staged:  # growing networks: the task sets its depth, alpha and data resolution
             self.task.set_stage(stage, alpha)
             self.ema.follow_stage(self.task.networks)
+        self.task.step = self.step  # lazy regularisers (R1 every k steps) follow the trainer's step, resumes included
         with self.autocast():
             self.task.forward(batch)
         for phase in self.phases:
@@ -168,7 +169,8 @@ class GANTrainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(phase), max_norm)
                 scaler.step(optimizer)
                 scaler.update()
-            self.ema.update(self.task.networks, phase.networks)
+            global_batch = self.stream.batch_sizes[stage] * self.world_size
+            self.ema.update(self.task.networks, phase.networks, global_batch, (self.step + 1) * global_batch)
             self.monitor.add({f"loss/{phase.name}": loss, f"grad_norm/{phase.name}": grad_norm, **metrics}, loss)
         self.monitor.count_images(self.stream.batch_sizes[stage])
 

@@ -309,6 +309,11 @@ def export_int8(
         raise TransganError(f"--min-psnr {min_psnr}: give a positive number of dB, like 35")
     if probe_images < 1:
         raise TransganError(f"probe_images {probe_images}: must be at least 1")
+    listing = scan_images(calibrate)  # a folder mistake is reported before the slow export
+    if not listing.files:
+        raise no_images_error(listing)
+    if len(listing.files) < 2:
+        raise TransganError(f"--calibrate {calibrate}: one image; int8 needs at least 2 (one is held out to measure)")
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="transgan-int8-") as work_dir:
         work = Path(work_dir)

@@ -138,14 +138,15 @@ def measure(
     sample: Callable[[int], tuple],
     batch_sizes: Sequence[int] = BATCH_SIZES,
     budget_s: float = DEFAULT_BUDGET_S,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> tuple[list[Measurement], dict[str, Engine], dict[str, str]]:
     """Time every candidate at each batch size, interleaved round by round, within about `budget_s` seconds.
 
     Opening the candidates (which may export or compile for the first time) is not counted. Each candidate gets
     at least one warm-up and one timed run at the smallest batch size whatever the budget (nothing could be
     chosen otherwise); more rounds and larger batches only while the budget lasts, and larger batches only for
-    candidates within KEEP_WITHIN of the best so far. The setup (opening and a first run) of the candidates
+    candidates within KEEP_WITHIN of the best so far (within a batch size too, rounds after the first are only
+    for the candidates within KEEP_WITHIN of the fastest). The setup (opening and a first run) of the candidates
     within KEEP_WITHIN of the fastest is timed again with their caches warm, as a later process would pay it.
     Returns the measurements, the opened engines by name, and the candidates that could not be opened with the
     reason.
@@ -173,12 +174,15 @@ def measure(
             began = time.perf_counter()
             engines[name].run(*batch)  # warm-up: allocation, kernel plans, compilation for this shape
             setup[name] += time.perf_counter() - began if index == 0 else 0.0
+        timing = list(active)
         for round_index in range(rounds):
-            elapsed = time.perf_counter() - start
-            per_round = sum(statistics.median(t) if t else 0.0 for t in times.values())
-            if round_index and elapsed + per_round > budget_s:
-                break
-            for name in active:
+            if round_index:  # after a round, only the candidates close to the best get more (the budget is theirs)
+                fastest = min(statistics.median(times[name]) for name in timing)
+                timing = [name for name in timing if statistics.median(times[name]) <= fastest * KEEP_WITHIN]
+                per_round = sum(statistics.median(times[name]) for name in timing)
+                if time.perf_counter() - start + per_round > budget_s:
+                    break
+            for name in timing:
                 times[name].append(_time_run(engines[name], batch))
         for name in active:
             median = statistics.median(times[name])
@@ -187,6 +191,8 @@ def measure(
         best = max(m.images_per_s for m in results)
         mine = {m.engine: m.images_per_s for m in results if m.batch_size == batch_size}
         active = [name for name in active if mine[name] * KEEP_WITHIN >= best]
+        if not active:  # every candidate got slower with this batch size: larger ones will not win
+            break
         # The next batch doubles the work of a run: stop where its warm-up and one round would not fit.
         next_round = sum(2 * batch_size / mine[name] for name in active) * 2
         if time.perf_counter() - start + next_round > budget_s:
@@ -374,8 +380,10 @@ def autotune(
         candidates = default_candidates(path, device, direction, test_time, int8, compiled)
     machine = machine_description(device)
     shape = tuple(images[0].shape[1:]) if images else tuple(size)
+    # An int8 graph's file name holds the digest of its model, calibration folder and bound.
     setting = {"candidates": [c.name for c in candidates], "size": list(shape), "direction": direction,
-               "test_time": test_time, "batch_sizes": sorted(set(batch_sizes))}  # fmt: skip
+               "test_time": test_time, "batch_sizes": sorted(set(batch_sizes)),
+               "int8": int8.name if int8 is not None else None}  # fmt: skip
     key = tuning_key(file_digest(path), machine, device, setting)
     cached_path = cache_dir() / "autotune" / f"{path.stem}-{key}.json"
     found = _read_cached(cached_path, key) if cache else None

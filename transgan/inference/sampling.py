@@ -7,6 +7,7 @@ so inference and evaluation code use it without importing the cgan training task
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transgan.errors import TransganError
@@ -88,6 +89,58 @@ def interpolate(
     start, end = G.sample_latent(rows, generator, bound), G.sample_latent(rows, generator, bound)
     z = start[:, None] + t[None, :, None] * (end - start)[:, None]
     return G(z.flatten(0, 1).to(device), **psi).float().cpu()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of rows a, b (N, D) at fractions t (T,) -> (N, T, D): the walk a Gaussian z
+    expects (a straight line passes through norms z never has). Nearly parallel rows fall back to a lerp."""
+    unit_a, unit_b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    angle = torch.acos((unit_a * unit_b).sum(-1).clamp(-1.0, 1.0))[:, None, None]  # (N, 1, 1)
+    t = t[None, :, None]
+    sine = torch.sin(angle)
+    straight = sine.abs() < 1e-6
+    wa = torch.where(straight, 1 - t, torch.sin((1 - t) * angle) / torch.where(straight, 1.0, sine))
+    wb = torch.where(straight, t, torch.sin(t * angle) / torch.where(straight, 1.0, sine))
+    return wa * a[:, None] + wb * b[:, None]
+
+
+@torch.no_grad()
+def latent_walk(
+    G: nn.Module,
+    space: str,
+    steps: int,
+    rows: int = 1,
+    seed: int = 0,
+    label: int | None = None,
+    truncation: float | None = None,
+) -> torch.Tensor:
+    """rows x steps images (row-major), each row walking from one random latent to another: in z by slerp, or in
+    w by a straight line (StyleGAN's perceptual-path walk) between the two z's mapped (and truncated) w's.
+    Row r starts from seed `seed + 2r` and ends at seed `seed + 2r + 1`. Conditional models keep `label`."""
+    G = generator_of(G)
+    if space not in ("z", "w"):
+        raise TransganError(f"--space {space}: use z (slerp between noises) or w (lerp between styles)")
+    if space == "w" and not hasattr(G, "mapping"):
+        raise TransganError(f"--space w needs a StyleGAN model; this one's generator is {type(G).__name__}")
+    if steps < 2:
+        raise TransganError(f"--steps {steps}: an interpolation needs at least 2 steps")
+    if G.num_classes and label is None:
+        raise TransganError("this model is class-conditional: pass one --class NAME_OR_INDEX for the walk")
+    device = next(G.parameters()).device
+    bound, psi = latent_truncation(G, truncation), style_truncation(G, truncation)
+    ends = [G.sample_latent(1, torch.Generator().manual_seed(seed + i), bound) for i in range(2 * rows)]
+    start, end = torch.cat(ends[0::2]), torch.cat(ends[1::2])
+    t = torch.linspace(0, 1, steps)
+    labels = torch.full((rows * steps,), label, dtype=torch.long, device=device) if G.num_classes else None
+    if space == "z":
+        z = slerp(start, end, t).flatten(0, 1)
+        return G(z.to(device), labels, **psi).float().cpu()
+    row_labels = None if labels is None else labels[:rows]
+    w_start = G.mapping(start.to(device), row_labels, truncation_psi=psi.get("truncation_psi", 1.0))
+    w_end = G.mapping(end.to(device), row_labels, truncation_psi=psi.get("truncation_psi", 1.0))
+    fraction = t.to(device)[None, :, None, None]
+    ws = torch.lerp(w_start[:, None], w_end[:, None], fraction).flatten(0, 1)  # (rows * steps, num_ws, w_dim)
+    return G.synthesis(ws).float().cpu()
 
 
 @torch.no_grad()

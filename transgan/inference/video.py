@@ -380,22 +380,34 @@ def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray
     yield from rest
 
 
-def write_interpolation_video(images: Any, steps: int, path: str | Path, fps: float = 8, min_side: int = 256) -> Path:
-    """An interpolation (rows x steps images in [-1, 1], row-major) as a video: frame t shows step t of every
-    row side by side, enlarged (nearest neighbour) so the shorter side is at least `min_side` pixels."""
+def interpolation_frames(images: Any, steps: int, min_side: int = 256) -> list[np.ndarray]:
+    """An interpolation (rows x steps images in [-1, 1], row-major) as frames: frame t shows step t of every
+    row side by side, RGB uint8, enlarged (nearest neighbour) so the shorter side is at least `min_side`."""
     array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
     if array.ndim != 4 or len(array) % steps:
-        raise TransganError(f"a video needs rows x steps images, got shape {tuple(array.shape)} for {steps} steps")
+        raise TransganError(f"an animation needs rows x steps images, got shape {tuple(array.shape)} for {steps} steps")
     pixels = np.clip((array + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     if pixels.shape[3] == 1:
         pixels = np.repeat(pixels, 3, axis=3)  # greyscale samples (MNIST) as RGB: players expect colour
     rows = len(pixels) // steps
     grid = pixels.reshape(rows, steps, *pixels.shape[1:])
     scale = max(1, -(-min_side // min(grid.shape[2], grid.shape[3] * rows)))
+    frames = [np.concatenate(list(grid[:, t]), axis=1) for t in range(steps)]  # the rows side by side
+    return [frame.repeat(scale, axis=0).repeat(scale, axis=1) for frame in frames]
 
-    def frames() -> Iterator[np.ndarray]:
-        for t in range(steps):
-            frame = np.concatenate(list(grid[:, t]), axis=1)  # the rows side by side
-            yield frame.repeat(scale, axis=0).repeat(scale, axis=1)
 
-    return write_video(frames(), path, fps=fps)
+def write_interpolation_video(images: Any, steps: int, path: str | Path, fps: float = 8, min_side: int = 256) -> Path:
+    """An interpolation as an MP4 (PyAV, the `video` extra): one frame per step (`interpolation_frames`)."""
+    return write_video(interpolation_frames(images, steps, min_side), path, fps=fps)
+
+
+def write_interpolation_gif(images: Any, steps: int, path: str | Path, fps: float = 8, min_side: int = 256) -> Path:
+    """An interpolation as an animated GIF (Pillow, no extra needed) that plays forward then back, looping."""
+    from PIL import Image
+
+    frames = [Image.fromarray(frame) for frame in interpolation_frames(images, steps, min_side)]
+    frames = frames + frames[-2:0:-1]  # there and back again: the loop has no jump
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    return path

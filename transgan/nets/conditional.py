@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import init as nn_init
 
+from transgan.nets.equalized import MinibatchStd
 from transgan.nets.generator_base import LatentGenerator, check_labels, embed, level_width, resolution_plan
 from transgan.nets.layers import maybe_spectral_norm
 from transgan.registry import NETWORKS
@@ -87,8 +88,9 @@ class CBNGenerator(LatentGenerator):
 class ProjectionDiscriminator(nn.Module):
     """SNGAN's spectral-norm CNN discriminator with the projection head: logit = psi(h) + <embed(y), h>.
 
-    h is the ReLU body's sum-pooled feature. Optional heads on the same h: an auxiliary classifier
-    (ACGAN, `aux_classes`) and InfoGAN's Q head (categorical logits then continuous means).
+    h is the ReLU body's sum-pooled feature (`mbstd_group_size` > 0: a minibatch-std map enters its last
+    conv). Optional heads on the same h: an auxiliary classifier (ACGAN, `aux_classes`) and InfoGAN's Q
+    head (categorical logits then continuous means).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ProjectionDiscriminator(nn.Module):
         aux_classes: int = 0,
         info_categorical: int = 0,
         info_continuous: int = 0,
+        mbstd_group_size: int = 0,
     ):
         super().__init__()
         _, levels = resolution_plan(image_size)
@@ -111,7 +114,10 @@ class ProjectionDiscriminator(nn.Module):
         for level in range(1, levels + 1):
             out = level_width(ndf, level)
             layers += [nn.Conv2d(width, width, 4, 2, 1), nn.LeakyReLU(0.1, True)]
-            layers += [nn.Conv2d(width, out, 3, 1, 1), nn.LeakyReLU(0.1, True)]
+            if mbstd_group_size and level == levels:  # the batch's spread, seen by the last conv (ProGAN's trick)
+                layers.append(MinibatchStd(mbstd_group_size, 1))
+            layers += [nn.Conv2d(width + (1 if mbstd_group_size and level == levels else 0), out, 3, 1, 1)]
+            layers.append(nn.LeakyReLU(0.1, True))
             width = out
         self.body = nn.Sequential(*layers)
         self.feature_dim = width

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from transgan.nets.equalized import MinibatchStd
 from transgan.nets.generator_base import (
     LatentGenerator,
     check_labels,
@@ -63,7 +64,8 @@ class DCGANGenerator(LatentGenerator):
 @NETWORKS.register("dcgan_discriminator", role="discriminator")
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: strided convs halving the size down to the base grid -> one logit; a label map is an
-    extra input channel. norm='none' gives the WGAN-GP critic (batch norm breaks the per-sample penalty)."""
+    extra input channel. norm='none' gives the WGAN-GP critic (batch norm breaks the per-sample penalty);
+    `mbstd_group_size` > 0 adds a minibatch-std map before the last conv."""
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class DCGANDiscriminator(nn.Module):
         norm: str = "batch",
         spectral_norm: bool = False,
         init_gain: float = 0.02,
+        mbstd_group_size: int = 0,
     ):
         super().__init__()
         base, levels = resolution_plan(image_size)
@@ -92,7 +95,9 @@ class DCGANDiscriminator(nn.Module):
             out = level_width(ndf, level)
             layers += [nn.Conv2d(width, out, 4, 2, 1, bias=bias), Norm(out), nn.LeakyReLU(0.2, True)]
             width = out
-        layers.append(nn.Conv2d(width, 1, base, 1, 0))
+        if mbstd_group_size:  # one feature map of the batch's spread, seen by the last conv (ProGAN's trick)
+            layers.append(MinibatchStd(mbstd_group_size, 1))
+        layers.append(nn.Conv2d(width + (1 if mbstd_group_size else 0), 1, base, 1, 0))
         self.main = nn.Sequential(*layers)
         init_then_spectral_norm(self, "normal", init_gain, spectral_norm)
 

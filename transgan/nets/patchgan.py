@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transgan.nets.equalized import MinibatchStd
 from transgan.nets.layers import init_then_spectral_norm, norm_layer, use_bias
 from transgan.registry import NETWORKS
 
@@ -14,7 +15,8 @@ class NLayerDiscriminator(nn.Module):
     """PatchGAN: classifies overlapping patches as real or fake; `n_layers` stride-2 convs, then two stride-1 convs.
 
     With n_layers=3 each output value sees a 70x70 patch of the input. input_nc is 6 for pix2pix's
-    conditional D (the image pair).
+    conditional D (the image pair). `mbstd_group_size` > 0 adds a minibatch-std map before the last conv
+    (it needs batches of 2 or more to carry information).
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class NLayerDiscriminator(nn.Module):
         spectral_norm: bool = False,
         init: str = "normal",
         init_gain: float = 0.02,
+        mbstd_group_size: int = 0,
     ):
         super().__init__()
         bias = use_bias(norm)
@@ -44,7 +47,9 @@ class NLayerDiscriminator(nn.Module):
                 make_norm(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        sequence.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        if mbstd_group_size:  # one feature map of the batch's spread, seen by the last conv (ProGAN's trick)
+            sequence.append(MinibatchStd(mbstd_group_size, 1))
+        sequence.append(nn.Conv2d(ndf * mult + (1 if mbstd_group_size else 0), 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*sequence)
         init_then_spectral_norm(self, init, init_gain, spectral_norm)
 

@@ -48,6 +48,7 @@ class GANTask:
         self.dataset = dataset
         self.networks = nn.ModuleDict()
         self.device = torch.device("cpu")
+        self.step = 0  # the trainer's step, set before each forward (lazy regularisers use it)
 
     # -- data ---------------------------------------------------------------------------------------
     @classmethod

@@ -10,7 +10,7 @@ from torch import nn
 
 from transgan.config import option
 from transgan.errors import TransganError
-from transgan.losses import adversarial_loss, cycle_loss, identity_loss
+from transgan.losses import cycle_loss, identity_loss
 from transgan.registry import TASKS
 from transgan.tasks.base import Phase
 from transgan.tasks.image_pool import ImagePool
@@ -69,7 +69,7 @@ class CycleGANTask(TranslationTask):
         self.networks["G_B"] = translation_generator(config, b_nc, a_nc)  # B -> A
         self.networks["D_A"] = translation_discriminator(config, b_nc)  # real B vs G_A(A)
         self.networks["D_B"] = translation_discriminator(config, a_nc)  # real A vs G_B(B)
-        self.gan_loss = adversarial_loss(config.gan_loss)
+        self.build_loss()
         self.pool_A, self.pool_B = ImagePool(config.pool_size), ImagePool(config.pool_size)
 
     def phases(self) -> list[Phase]:
@@ -108,8 +108,9 @@ class CycleGANTask(TranslationTask):
             # G_A should leave an image that already looks like B unchanged, and G_B likewise for A.
             loss_idt_A = identity_loss(self.idt_A, self.real_B) * c.lambda_b * c.lambda_identity
             loss_idt_B = identity_loss(self.idt_B, self.real_A) * c.lambda_a * c.lambda_identity
-        loss_G_A = self.gan_loss.generator(D_A(self.fake_B))
-        loss_G_B = self.gan_loss.generator(D_B(self.fake_A))
+        seen = self.regularizer.discriminate  # D behind DiffAugment (when a policy is set)
+        loss_G_A = self.gan_loss.generator(seen(D_A, self.fake_B))
+        loss_G_B = self.gan_loss.generator(seen(D_B, self.fake_A))
         loss_cycle_A = cycle_loss(self.rec_A, self.real_A) * c.lambda_a
         loss_cycle_B = cycle_loss(self.rec_B, self.real_B) * c.lambda_b
         total = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
@@ -117,20 +118,23 @@ class CycleGANTask(TranslationTask):
         parts.update({"G/idt_A": loss_idt_A, "G/idt_B": loss_idt_B})
         return total, {key: value.detach() for key, value in parts.items()}
 
-    def _loss_D_basic(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pred_real, pred_fake = discriminate_pair(D, self.config, real, fake.detach())
+    def _loss_D_basic(
+        self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One discriminator's loss (halved, as the reference does) with its penalties, and its logged values."""
+        fake = fake.detach()
+        seen = lambda images: self.regularizer.discriminate(D, images)  # noqa: E731
+        pred_real, pred_fake = discriminate_pair(seen, self.config, real, fake)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
-        return 0.5 * (loss_real + loss_fake), pred_real.detach().float().mean(), pred_fake.detach().float().mean()
+        penalty, metrics = self.regularizer.penalties(D, real, fake, self.step)
+        return 0.5 * (loss_real + loss_fake) + penalty, {**self.regularizer.scores(pred_real, pred_fake), **metrics}
 
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss_A, real_A_score, fake_A_score = self._loss_D_basic(
-            self.networks["D_A"], self.real_B, self.pool_B.query(self.fake_B)
-        )
-        loss_B, real_B_score, fake_B_score = self._loss_D_basic(
-            self.networks["D_B"], self.real_A, self.pool_A.query(self.fake_A)
-        )
-        scores = {"D/real": 0.5 * (real_A_score + real_B_score), "D/fake": 0.5 * (fake_A_score + fake_B_score)}
-        return loss_A + loss_B, {"D/loss_A": loss_A.detach(), "D/loss_B": loss_B.detach(), **scores}
+        loss_A, logged_A = self._loss_D_basic(self.networks["D_A"], self.real_B, self.pool_B.query(self.fake_B))
+        loss_B, logged_B = self._loss_D_basic(self.networks["D_B"], self.real_A, self.pool_A.query(self.fake_A))
+        # Both discriminators' values averaged under the shared names (D/real, D/accuracy_fake, D/gp ...).
+        logged = {name: 0.5 * (logged_A[name] + logged_B[name]) for name in logged_A}
+        return loss_A + loss_B, {"D/loss_A": loss_A.detach(), "D/loss_B": loss_B.detach(), **logged}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {**self.pool_A.state("pool_A"), **self.pool_B.state("pool_B")}

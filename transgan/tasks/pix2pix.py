@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from transgan.config import option
-from transgan.losses import adversarial_loss, l1_loss
+from transgan.losses import l1_loss
 from transgan.registry import TASKS
 from transgan.tasks.base import Phase
 from transgan.tasks.translation import (
@@ -61,7 +61,7 @@ class Pix2PixTask(TranslationTask):
         self.networks["G"] = translation_generator(config, config.input_nc, config.output_nc)
         # The discriminator is conditional: it sees the input beside the (real or fake) output.
         self.networks["D"] = translation_discriminator(config, config.input_nc + config.output_nc)
-        self.gan_loss = adversarial_loss(config.gan_loss)
+        self.build_loss()
 
     def phases(self) -> list[Phase]:
         # The reference's order: D first (on detached fakes), then G against the updated D.
@@ -73,16 +73,19 @@ class Pix2PixTask(TranslationTask):
         check_input_size(self.real_A, self.networks["G"], self.config.arch)
         self.fake_B = self.networks["G"](self.real_A)
 
+    def _D(self, pair: torch.Tensor) -> torch.Tensor:
+        """D's patch map of (input, output) pairs as D sees them (DiffAugment moves both halves alike)."""
+        return self.regularizer.discriminate(self.networks["D"], pair)
+
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        D = self.networks["D"]
         fake_AB, real_AB = torch.cat([self.real_A, self.fake_B.detach()], 1), torch.cat([self.real_A, self.real_B], 1)
-        pred_fake, pred_real = discriminate_pair(D, self.config, fake_AB, real_AB)
+        pred_fake, pred_real = discriminate_pair(self._D, self.config, fake_AB, real_AB)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake, self.config.real_label)
-        scores = {"D/real": pred_real.detach().float().mean(), "D/fake": pred_fake.detach().float().mean()}
-        return 0.5 * (loss_real + loss_fake), scores
+        penalty, metrics = self.regularizer.penalties(self.networks["D"], real_AB, fake_AB, self.step)
+        return 0.5 * (loss_real + loss_fake) + penalty, {**self.regularizer.scores(pred_real, pred_fake), **metrics}
 
     def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        pred_fake = self.networks["D"](torch.cat([self.real_A, self.fake_B], 1))
+        pred_fake = self._D(torch.cat([self.real_A, self.fake_B], 1))
         loss_gan = self.gan_loss.generator(pred_fake)
         loss_l1 = l1_loss(self.fake_B, self.real_B) * self.config.lambda_l1
         return loss_gan + loss_l1, {"G/gan": loss_gan.detach(), "G/l1": loss_l1.detach()}

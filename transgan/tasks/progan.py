@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transgan.augment import DiffAugment
 from transgan.config import option
 from transgan.errors import TransganError
-from transgan.losses import adversarial_loss, discriminator_accuracy, drift_penalty, gradient_penalty
+from transgan.losses import adversarial_loss, drift_penalty
 from transgan.nets import build_network
 from transgan.nets.equalized import fade_images
 from transgan.recipe import Recipe
@@ -21,10 +20,11 @@ from transgan.stream import Stage
 from transgan.tasks.base import Phase
 from transgan.tasks.cgan import within_class_spread
 from transgan.tasks.generation import GenerationDataConfig, GenerationTask, as_rgb
+from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
 
 
 @dataclass(frozen=True)
-class ProGANConfig(GenerationDataConfig):
+class ProGANConfig(GenerationDataConfig, DiscriminatorOptions):
     """ProGAN options. Widths default small (channel_base 1024, at most 64 maps) and stages short so MNIST/CIFAR
     grow on a CPU; the paper's are channel_base 16384, channel_max 512 and 600k + 600k images per stage."""
 
@@ -39,12 +39,8 @@ class ProGANConfig(GenerationDataConfig):
     stage_batch_sizes: str = option(
         "", "batch size per stage, comma-separated from the base resolution up; empty: --batch-size"
     )
-    gp_weight: float = option(10.0, "WGAN-GP weight (lambda)")
     drift: float = option(0.001, "weight of the drift term mean(D(x)^2) (epsilon_drift)")
     n_critic: int = option(1, "discriminator steps per generator step (ProGAN: 1)")
-    diffaugment: str = option(
-        "", "DiffAugment policy for real and fake images in both phases (e.g. color,translation,cutout)"
-    )
 
 
 def stage_batch_sizes(config: ProGANConfig, stages: int) -> list[int | None]:
@@ -71,9 +67,9 @@ def check_config(config: ProGANConfig) -> None:
         raise TransganError(
             f"--fade-images {config.fade_images}: must lie between 0 and --stage-images / --final-images"
         )
-    if config.n_critic < 1 or config.gp_weight < 0 or config.drift < 0:
-        raise TransganError("--n-critic must be at least 1; --gp-weight and --drift 0 or positive")
-    DiffAugment(config.diffaugment)  # an unknown operation raises one line naming the known ones
+    if config.n_critic < 1 or config.drift < 0:
+        raise TransganError("--n-critic must be at least 1; --drift 0 or positive")
+    check_discriminator_options(config)
 
 
 @TASKS.register("progan")
@@ -105,7 +101,7 @@ class ProGANTask(GenerationTask):
         self.num_stages = self.networks["G"].stages
         self.batch_sizes = stage_batch_sizes(config, self.num_stages)
         self.gan_loss = adversarial_loss("wasserstein")
-        self.augment = DiffAugment(config.diffaugment)
+        self.regularizer = DiscriminatorRegularizer(config, default_gp_weight=10.0)  # WGAN-GP, lambda 10
         self.stage = (self.num_stages - 1, 1.0)  # built fully grown; the trainer sets the stage before each step
         self.fix_grid_inputs()
 
@@ -158,24 +154,20 @@ class ProGANTask(GenerationTask):
         self.fake = G(self.z, self.labels)
 
     def _D(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.networks["D"](self.augment(images) if self.augment else images, labels)
+        return self.regularizer.discriminate(self.networks["D"], images, labels)
 
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         config, fake = self.config, self.fake.detach()
         pred_real, pred_fake = self._D(self.real, self.labels), self._D(fake, self.labels)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake)
-        penalty = gradient_penalty(self._D, self.real, fake, self.labels)
+        penalty, logged = self.regularizer.penalties(self.networks["D"], self.real, fake, self.step, self.labels)
         drift = drift_penalty(pred_real)
-        loss = loss_real + loss_fake + config.gp_weight * penalty + config.drift * drift
-        accuracy_real, accuracy_fake = discriminator_accuracy(pred_real, pred_fake)
+        loss = loss_real + loss_fake + penalty + config.drift * drift
         depth, alpha = self.stage
         scalar = lambda value: torch.tensor(float(value), device=self.device)  # noqa: E731
         return loss, {
-            "D/real": pred_real.detach().float().mean(),
-            "D/fake": pred_fake.detach().float().mean(),
-            "D/accuracy_real": accuracy_real,
-            "D/accuracy_fake": accuracy_fake,
-            "D/gp": penalty.detach(),
+            **self.regularizer.scores(pred_real, pred_fake),
+            **logged,
             "D/drift": drift.detach(),
             # What D saw this step: the schedule's stage, alpha, resolution and batch.
             "stage/depth": scalar(depth),

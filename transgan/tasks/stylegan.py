@@ -8,14 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from transgan.augment import DiffAugment
 from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import (
     adversarial_loss,
     decision_threshold,
-    discriminator_accuracy,
-    lazy_r1_loss,
     path_length_penalty,
     r1_gamma_for,
 )
@@ -25,6 +22,7 @@ from transgan.registry import TASKS
 from transgan.tasks.base import Phase
 from transgan.tasks.cgan import within_class_spread
 from transgan.tasks.generation import GenerationDataConfig, GenerationTask, as_rgb
+from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
 
 STYLEGAN2_LR = 0.0025
 STYLEGAN2_BETAS = (0.0, 0.99)
@@ -32,37 +30,31 @@ PL_DECAY = 0.01  # StyleGAN2's running-mean rate of the path lengths
 
 
 @dataclass(frozen=True)
-class StyleGANConfig(GenerationDataConfig):
+class StyleGANConfig(GenerationDataConfig, DiscriminatorOptions):
     """StyleGAN2 options. Widths default small (channel_base 1024, at most 64 maps) so MNIST/CIFAR train on a
     CPU; the paper's are channel_base 32768, channel_max 512, w_dim 512, 8 mapping layers."""
 
     latent_dim: int = option(128, "size of z")
     w_dim: int = option(128, "size of w (the style vector)")
     mapping_layers: int = option(2, "layers of the mapping network (StyleGAN2-ADA's CIFAR config: 2; paper: 8)")
+    mapping_lr_mul: float = option(0.01, "learning-rate multiplier of the mapping network (StyleGAN2: 0.01)")
     channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
     channel_max: int = option(64, "most feature maps of any layer")
     style_mode: str = option("demod", "demod (StyleGAN2 modulated convs) or adain (StyleGAN's AdaIN)")
     mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
-    r1_gamma: float = option(0.0, "R1 weight; 0: StyleGAN2-ADA's 0.0002 * image_size^2 / batch size")
-    r1_every: int = option(16, "lazy R1: regularise D every this many steps")
     mixing_prob: float = option(0.9, "style-mixing probability of a training batch (0 disables mixing)")
     pl_weight: float = option(0.0, "path-length regularisation weight (StyleGAN2: 2; 0 disables it)")
     pl_every: int = option(4, "lazy path-length regularisation: every this many steps")
-    diffaugment: str = option(
-        "", "DiffAugment policy for real and fake images in both phases (e.g. color,translation,cutout)"
-    )
 
 
 def check_config(config: StyleGANConfig) -> None:
-    if config.r1_gamma < 0:
-        raise TransganError(f"--r1-gamma {config.r1_gamma}: must be 0 (automatic) or positive")
-    if config.r1_every < 1 or config.pl_every < 1:
-        raise TransganError(f"--r1-every {config.r1_every} / --pl-every {config.pl_every}: must be at least 1")
+    check_discriminator_options(config)
+    if config.pl_every < 1:
+        raise TransganError(f"--pl-every {config.pl_every}: must be at least 1")
     if not 0.0 <= config.mixing_prob <= 1.0:
         raise TransganError(f"--mixing-prob {config.mixing_prob}: must lie in [0, 1]")
     if config.pl_weight < 0:
         raise TransganError(f"--pl-weight {config.pl_weight}: must be 0 (off) or positive (StyleGAN2: 2)")
-    DiffAugment(config.diffaugment)  # an unknown operation raises one line naming the known ones
 
 
 @TASKS.register("stylegan")
@@ -87,6 +79,7 @@ class StyleGANTask(GenerationTask):
             latent_dim=config.latent_dim,
             w_dim=config.w_dim,
             mapping_layers=config.mapping_layers,
+            mapping_lr_mul=config.mapping_lr_mul,
             style_mode=config.style_mode,
             **widths,
             **shared,
@@ -99,28 +92,29 @@ class StyleGANTask(GenerationTask):
             **shared,
         )
         self.gan_loss = adversarial_loss("nonsaturating")
-        self.threshold = decision_threshold(self.gan_loss)
-        self.augment = DiffAugment(config.diffaugment)
-        # Steps taken, for the lazy regularisers (the trainer's phases run every step); with the running mean
-        # of the path lengths it is training state, saved in checkpoints so a resumed run regularises alike.
-        self.steps_done = 0
+        # R1 always (StyleGAN2-ADA's weight for the resolution and batch unless --r1-gamma says otherwise).
+        self.regularizer = DiscriminatorRegularizer(
+            config,
+            decision_threshold(self.gan_loss),
+            default_r1_gamma=lambda batch_size: r1_gamma_for(config.image_size, batch_size),
+        )
+        # The running mean of the path lengths is training state, saved in checkpoints so a resumed run
+        # regularises alike.
         self.pl_mean = torch.zeros(())
         self.fix_grid_inputs()
 
     def recipe(self) -> Recipe:
-        # StyleGAN2 (config F / ADA): Adam 0.0025, betas (0, 0.99); ADA's automatic batch at <= 128 px is 32.
-        # G's EMA: ADA's half-life of 10k images at batch 32 is 0.5 ** (32 / 10000) = 0.9978; 0.999 here, with no
-        # ramp-up (the trainer's EMA has a fixed decay).
+        # StyleGAN2-ADA at <= 128 px: Adam 0.0025, betas (0, 0.99), batch 32; G's EMA half-life 10k images at
+        # batch 32 (0.5 ** (32 / 10000) = 0.99778) with ramp-up 0.05, so a short run's average is not dominated
+        # by its first, random weights.
         lr = {"G": STYLEGAN2_LR, "D": STYLEGAN2_LR}
-        return Recipe(lr=lr, betas=STYLEGAN2_BETAS, batch_size=32, epochs=100, ema=0.999)
+        return Recipe(lr=lr, betas=STYLEGAN2_BETAS, batch_size=32, epochs=100, ema=0.99778, ema_rampup=0.05)
 
     def phases(self) -> list[Phase]:
         return [Phase("D", ["D"], self.loss_D, "D"), Phase("G", ["G"], self.loss_G, "G", frozen=["D"])]
 
     # -- one step -----------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> None:
-        self.step = self.steps_done
-        self.steps_done += 1
         self.real = batch["image"].to(self.device, non_blocking=True)
         self.labels = batch["label"].to(self.device).long() if self.num_classes else None
         G = self.networks["G"]
@@ -129,33 +123,15 @@ class StyleGANTask(GenerationTask):
 
     def _D(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's logits of images as D sees them (DiffAugment'ed when a policy is set, differentiably)."""
-        return self.networks["D"](self.augment(images) if self.augment else images, labels)
-
-    def r1_gamma(self) -> float:
-        return self.config.r1_gamma or r1_gamma_for(self.config.image_size, self.real.shape[0])
+        return self.regularizer.discriminate(self.networks["D"], images, labels)
 
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        config = self.config
-        regularise = self.step % config.r1_every == 0
-        if regularise:
-            # Lazy R1 on this step's reals (StyleGAN2), gradient taken through DiffAugment; its D pass is reused.
-            r1, pred_real = lazy_r1_loss(self._D, self.real, self.labels, gamma=self.r1_gamma(), every=config.r1_every)
-        else:
-            pred_real = self._D(self.real, self.labels)
-        pred_fake = self._D(self.fake.detach(), self.labels)
+        fake = self.fake.detach()
+        pred_real, pred_fake = self._D(self.real, self.labels), self._D(fake, self.labels)
         loss_real, loss_fake = self.gan_loss.discriminator(pred_real, pred_fake)
-        loss = loss_real + loss_fake
-        accuracy_real, accuracy_fake = discriminator_accuracy(pred_real, pred_fake, self.threshold)
-        metrics = {
-            "D/real": pred_real.detach().float().mean(),
-            "D/fake": pred_fake.detach().float().mean(),
-            "D/accuracy_real": accuracy_real,
-            "D/accuracy_fake": accuracy_fake,
-        }
-        if regularise:
-            loss = loss + r1
-            metrics["D/r1"] = r1.detach()
-        return loss, metrics
+        # Lazy R1 every --r1-every steps (StyleGAN2), its gradient taken through DiffAugment; WGAN-GP if asked.
+        penalty, logged = self.regularizer.penalties(self.networks["D"], self.real, fake, self.step, self.labels)
+        return loss_real + loss_fake + penalty, {**self.regularizer.scores(pred_real, pred_fake), **logged}
 
     def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         config = self.config
@@ -182,11 +158,9 @@ class StyleGANTask(GenerationTask):
 
     # -- state that is not a parameter ---------------------------------------------------------------
     def extra_state(self) -> dict[str, torch.Tensor]:
-        return {"steps_done": torch.tensor(self.steps_done), "pl_mean": self.pl_mean.detach().float().cpu()}
+        return {"pl_mean": self.pl_mean.detach().float().cpu()}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        if "steps_done" in tensors:
-            self.steps_done = int(tensors["steps_done"])
         if "pl_mean" in tensors:
             self.pl_mean = tensors["pl_mean"].float().reshape(()).to(self.device)
 

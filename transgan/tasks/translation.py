@@ -10,9 +10,11 @@ from torch import nn
 
 from transgan.config import option
 from transgan.errors import TransganError
+from transgan.losses import adversarial_loss, decision_threshold
 from transgan.nets import build_network, network_options
 from transgan.recipe import Recipe
 from transgan.tasks.base import GANTask
+from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
 
 # The reference's schedule for both tasks: 100 epochs at the initial rate, then 100 of linear decay to 0;
 # Adam with lr 2e-4 and beta1 0.5 for G and D; batch size 1.
@@ -20,9 +22,10 @@ REFERENCE_RECIPE = Recipe(epochs=100, decay_epochs=100, lr_policy="linear")
 
 
 @dataclass(frozen=True)
-class TranslationConfig:
-    """Options pix2pix and cyclegan share (the reference's defaults); each task adds its data options and
-    overrides the defaults that differ (generator, norm, dropout, loss)."""
+class TranslationConfig(DiscriminatorOptions):
+    """Options pix2pix and cyclegan share (the reference's defaults; the discriminator regularisers and
+    DiffAugment are off unless asked for); each task adds its data options and overrides the defaults that
+    differ (generator, norm, dropout, loss)."""
 
     direction: str = option("AtoB", "AtoB or BtoA")
     input_nc: int = option(3, "channels of the input images (1 or 3)")
@@ -46,6 +49,7 @@ class TranslationConfig:
 
     def __post_init__(self) -> None:
         check_image_options(self)
+        check_discriminator_options(self)
 
 
 class TranslationTask(GANTask):
@@ -55,6 +59,15 @@ class TranslationTask(GANTask):
 
     def recipe(self) -> Recipe:
         return REFERENCE_RECIPE
+
+    def build_loss(self) -> None:
+        """The adversarial loss and the discriminator regularisers the options ask for (WGAN-GP by default
+        with a Wasserstein loss)."""
+        self.gan_loss = adversarial_loss(self.config.gan_loss)
+        wasserstein = self.config.gan_loss == "wasserstein"
+        self.regularizer = DiscriminatorRegularizer(
+            self.config, decision_threshold(self.gan_loss), default_gp_weight=10.0 if wasserstein else 0.0
+        )
 
     def channels(self) -> dict[str, int]:
         """input_nc and output_nc, as model files keep them."""
@@ -92,6 +105,7 @@ def translation_discriminator(config: TranslationConfig, input_nc: int) -> nn.Mo
         spectral_norm=config.spectral_norm,
         init=config.init,
         init_gain=config.init_gain,
+        mbstd_group_size=config.mbstd_group_size,
     )
 
 
@@ -131,8 +145,9 @@ def discriminate_pair(
     D: nn.Module, config: TranslationConfig, first: torch.Tensor, second: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """D's predictions for two batches: one call on [first; second] when that gives the same values (a
-    per-sample norm and no spectral norm, whose power iteration steps once per call), else two calls."""
-    if per_sample(config) and not config.spectral_norm:
+    per-sample norm, no spectral norm, whose power iteration steps once per call, and no minibatch std,
+    which mixes the images of a call), else two calls. `D` may be a function (D behind DiffAugment)."""
+    if per_sample(config) and not config.spectral_norm and not config.mbstd_group_size:
         pred_first, pred_second = D(torch.cat([first, second])).tensor_split(2)
         return pred_first, pred_second
     return D(first), D(second)
