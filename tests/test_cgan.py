@@ -48,15 +48,15 @@ def train_few(data: Path | str, out: Path, steps: int = 2, **options) -> Path:
 
 
 VARIANTS = {
-    "cbn-hinge": {},
-    "cbn-wgan-gp": {"loss": "wgan-gp"},
-    "cbn-acgan": {"projection": False, "aux_weight": 1.0, "loss": "nonsaturating"},
-    "cbn-infogan": {"info_categorical": 3, "info_continuous": 2, "loss": "lsgan"},
-    "dcgan-vanilla": {"arch": "dcgan"},
+    "cbn-hinge": {"arch": "cbn"},
+    "cbn-wgan-gp": {"arch": "cbn", "loss": "wgan-gp"},
+    "cbn-acgan": {"arch": "cbn", "projection": False, "aux_weight": 1.0, "loss": "nonsaturating"},
+    "cbn-infogan": {"arch": "cbn", "info_categorical": 3, "info_continuous": 2, "loss": "lsgan"},
+    "dcgan-vanilla": {},  # the default arch and loss
     "dcgan-mode-seeking": {"arch": "dcgan", "loss": "vanilla", "real_label": 0.9, "mode_seeking": 1.0},
     "dcgan-wgan-gp": {"arch": "dcgan", "loss": "wgan-gp"},
     "dcgan-uncond": {"arch": "dcgan", "conditional": False},
-    "cbn-uncond-wgan-gp": {"conditional": False, "loss": "wgan-gp", "n_critic": 2},
+    "cbn-uncond-wgan-gp": {"arch": "cbn", "conditional": False, "loss": "wgan-gp", "n_critic": 2},
 }
 
 
