@@ -204,3 +204,25 @@ def test_mode_seeking_penalises_a_generator_that_ignores_its_noise(shapes, tmp_p
     assert mode_seeking_ratio(same, moved, z, z2) == pytest.approx(0.5 / (z - z2).abs().mean().item())
     with pytest.raises(TransganError, match="--mode-seeking -1"):
         train_few(shapes, tmp_path / "run", mode_seeking=-1.0)
+
+
+def test_run_from_before_cgan_had_ema_resumes_with_the_ema_started_from_its_weights(
+    shapes, tmp_path, monkeypatch, capsys
+):
+    """cgan's recipe gained an EMA: a run written before that (no EMA copy in its checkpoint) still resumes."""
+    from dataclasses import replace
+
+    from transgan.tasks.cgan import CGANTask
+    from transgan.train import resume
+
+    with_ema = CGANTask.recipe
+    monkeypatch.setattr(CGANTask, "recipe", lambda self: replace(with_ema(self), ema=0.0, ema_rampup=0.0))
+    run = tmp_path / "old"
+    config = CGANConfig(data=str(shapes), image_size=SIZE, ngf=8, ndf=8, latent_dim=16)
+    train = TrainConfig(out=str(run), steps=2, checkpoint_every=2, batch_size=4, num_workers=0, progress=False,
+                        tensorboard=False, device="cpu")  # fmt: skip
+    build_trainer("cgan", config, train).fit()
+    monkeypatch.setattr(CGANTask, "recipe", with_ema)
+    path = resume(run, steps=4)
+    assert "no EMA copy of G" in capsys.readouterr().out
+    assert read_model(path).primary is not None

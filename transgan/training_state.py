@@ -122,8 +122,14 @@ def restore_training_checkpoint(
     draws random numbers before training goes on)."""
     for prefix, group in (("net", networks), ("ema", ema)):
         for name, net in group.items():
+            tensors = checkpoint.section(f"{prefix}.{name}")
+            if prefix == "ema" and not tensors:
+                # A run written without EMA (its task's recipe then had none) resumed by one that keeps it: the
+                # average starts from the restored weights instead of refusing the checkpoint.
+                print(f"the checkpoint has no EMA copy of {name}: the EMA starts from its weights at this step")
+                tensors = networks[name].state_dict()
             try:
-                net.load_state_dict(checkpoint.section(f"{prefix}.{name}"), strict=True)
+                net.load_state_dict(tensors, strict=True)
             except RuntimeError as error:
                 first_line = str(error).strip().splitlines()[0]
                 raise TransganError(f"checkpoint does not fit network '{name}' of this run: {first_line}") from error
