@@ -50,6 +50,11 @@ def test_stages_switch_on_schedule_with_their_batch_size_and_alpha_ramps_over_th
     assert stream.stage_at(16) == (2, 1.0) and stream.stage_at(100) == (2, 1.0)  # the last stage goes on
     sizes = [len(batch) for batch in take(stream, 0, 20)]
     assert sizes == [3] * 4 + [2] * 12 + [4] * 4
+    # Images shown by the end of each step (the EMA's ramp-up reads it): the running sum of those batch sizes.
+    assert [stream.images_seen(step) for step in range(20)] == [sum(sizes[: step + 1]) for step in range(20)]
+    two = BatchStream(Numbers(), batch_size=2, seed=0, world_size=2, stages=stages)
+    # Global batches of 2 processes: stage 0 takes 12 / (2 * 2) = 3 steps, then stage 1's first step.
+    assert two.images_seen(0) == 2 * 2 and two.images_seen(two.starts[1]) == (3 * 2 + 2) * 2
     # resuming in the middle of the fade (step 7) gives the batches an uninterrupted run gets there
     assert take(stream, 7, 10) == take(stream, 0, 17)[7:]
 

@@ -74,6 +74,12 @@ class BatchStream:
         fade_steps = math.ceil(stage.fade_images / (self.batch_sizes[index] * self.world_size))
         return index, min(1.0, (step - self.starts[index]) / fade_steps)
 
+    def images_seen(self, step: int) -> int:
+        """Images shown over all processes once `step` is done: each stage's steps at that stage's batch size."""
+        index = self.stage_at(step)[0]
+        earlier = sum(self.stage_steps[k] * self.batch_sizes[k] for k in range(index))
+        return (earlier + (step - self.starts[index] + 1) * self.batch_sizes[index]) * self.world_size
+
     def loader(self, step: int) -> DataLoader:
         """The DataLoader of the stage `step` is in, positioned at `step`'s epoch and batch."""
         index = self.stage_at(step)[0]

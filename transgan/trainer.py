@@ -151,6 +151,8 @@ class GANTrainer:
         self.task.step = self.step  # lazy regularisers (R1 every k steps) follow the trainer's step, resumes included
         with self.autocast():
             self.task.forward(batch)
+        global_batch = self.stream.batch_sizes[stage] * self.world_size  # for the EMA's ramp-up
+        images_seen = self.stream.images_seen(self.step)
         for phase in self.phases:
             if self.step % phase.interval:
                 continue
@@ -169,8 +171,7 @@ class GANTrainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(phase), max_norm)
                 scaler.step(optimizer)
                 scaler.update()
-            global_batch = self.stream.batch_sizes[stage] * self.world_size
-            self.ema.update(self.task.networks, phase.networks, global_batch, (self.step + 1) * global_batch)
+            self.ema.update(self.task.networks, phase.networks, global_batch, images_seen)
             self.monitor.add({f"loss/{phase.name}": loss, f"grad_norm/{phase.name}": grad_norm, **metrics}, loss)
         self.monitor.count_images(self.stream.batch_sizes[stage])
 

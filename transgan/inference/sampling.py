@@ -135,9 +135,9 @@ def latent_walk(
     if space == "z":
         z = slerp(start, end, t).flatten(0, 1)
         return G(z.to(device), labels, **psi).float().cpu()
-    row_labels = None if labels is None else labels[:rows]
-    w_start = G.mapping(start.to(device), row_labels, truncation_psi=psi.get("truncation_psi", 1.0))
-    w_end = G.mapping(end.to(device), row_labels, truncation_psi=psi.get("truncation_psi", 1.0))
+    row_labels, truncation_psi = None if labels is None else labels[:rows], psi.get("truncation_psi", 1.0)
+    w_start = G.mapping(start.to(device), row_labels, truncation_psi=truncation_psi)
+    w_end = G.mapping(end.to(device), row_labels, truncation_psi=truncation_psi)
     fraction = t.to(device)[None, :, None, None]
     ws = torch.lerp(w_start[:, None], w_end[:, None], fraction).flatten(0, 1)  # (rows * steps, num_ws, w_dim)
     return G.synthesis(ws).float().cpu()

@@ -17,13 +17,12 @@ from transgan.losses import adversarial_loss, decision_threshold
 from transgan.nets import build_network
 from transgan.recipe import Recipe
 from transgan.registry import TASKS
-from transgan.tasks.base import GANTask, Phase
-from transgan.tasks.generation import GenerationDataConfig, build_generation_dataset, check_data_config
+from transgan.tasks.base import Phase
+from transgan.tasks.generation import GenerationDataConfig, GenerationTask, within_class_spread  # noqa: F401
 from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
 
 # Loss names of this task -> the registered adversarial loss; wgan-gp adds the gradient penalty.
 LOSS_ALIASES = {"wgan-gp": "wasserstein", "wgan": "wasserstein"}
-GRID_SAMPLES = 64  # sample grids show 8 rows of 8, classes cycling along each row
 
 
 @dataclass(frozen=True)
@@ -126,38 +125,28 @@ def check_config(config: CGANConfig) -> None:
         raise TransganError(f"--n-critic {config.n_critic}: must be 1 or more (0: the loss's default)")
     if config.mode_seeking < 0:
         raise TransganError(f"--mode-seeking {config.mode_seeking}: must be 0 (off) or positive (e.g. 1)")
-    check_data_config(config)
     check_discriminator_options(config)
 
 
 @TASKS.register("cgan")
-class CGANTask(GANTask):
+class CGANTask(GenerationTask):
     """Class-conditional or unconditional image generation (cgan: CBN + projection D, cDCGAN, WGAN-GP)."""
 
     name = "cgan"
     config_class = CGANConfig
-
-    @classmethod
-    def build_dataset(cls, config: CGANConfig):
-        check_config(config)
-        return build_generation_dataset(config)
+    check_options = staticmethod(check_config)
 
     def __init__(self, config: CGANConfig, dataset):
         super().__init__(config, dataset)
-        check_config(config)
-        self.class_names = list(dataset.class_names) if config.conditional else []
-        self.num_classes = len(self.class_names)
-        shared = {"num_classes": self.num_classes, "image_size": config.image_size, "channels": dataset.channels}
-        self.networks["G"], self.networks["D"] = ARCHS[config.arch].build(config, self.num_classes, shared)
+        self.networks["G"], self.networks["D"] = ARCHS[config.arch].build(
+            config, self.num_classes, self.network_shape()
+        )
         self.gan_loss = adversarial_loss(loss_name(config))
         self.regularizer = DiscriminatorRegularizer(
             config, decision_threshold(self.gan_loss), default_gp_weight=10.0 if uses_gp(config) else 0.0
         )
         self.n_critic = config.n_critic or (5 if uses_gp(config) else 1)
-        # Fixed inputs for the sample grids, so successive grids show the same samples evolving.
-        generator = torch.Generator().manual_seed(1234)
-        self.fixed_z = self.networks["G"].sample_latent(GRID_SAMPLES, generator)
-        self.fixed_labels = torch.arange(GRID_SAMPLES) % max(self.num_classes, 1)
+        self.fix_grid_inputs()
 
     def recipe(self) -> Recipe:
         arch = ARCHS[self.config.arch]
@@ -187,7 +176,7 @@ class CGANTask(GANTask):
         """D's logit and its shared features (for the ACGAN and InfoGAN heads), of the images as D sees them
         (DiffAugment'ed when a policy is set)."""
         D = self.networks["D"]
-        images = self.regularizer.augment(images) if self.regularizer.augment else images
+        images = self.regularizer.view(images)
         if hasattr(D, "features"):
             h = D.features(images)
             return D.score(h, self.labels), h
@@ -249,38 +238,14 @@ class CGANTask(GANTask):
             ratio = mode_seeking_ratio(self.fake, G(z2, self.labels), self.z, z2)
             loss = loss + config.mode_seeking / (ratio + 1e-5)
             metrics["G/mode_seeking_ratio"] = ratio.detach()
-        if self.real.shape[0] > 1:
-            # Spread of fakes over spread of reals, within each class: across mixed classes the class
-            # differences alone look diverse and hide a generator that ignores its noise. health.py warns.
-            spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
-            spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
-            metrics["health/diversity"] = spread_fake / spread_real
-        return loss, metrics
+        return loss, {**metrics, **self.diversity()}
 
     # -- outputs ------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
-        # 64 fixed samples; the trainer lays them out in rows of 8 (the size of its fixed batch).
-        labels = self.fixed_labels.to(self.device) if self.num_classes else None
-        images = networks["G"](self.fixed_z.to(self.device), labels)
-        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
     def model_file_kwargs(self) -> dict[str, Any]:
+        kwargs = super().model_file_kwargs()
         G = self.networks["G"]
-        return {
-            "class_names": self.class_names,
-            "extra": {
-                "latent_dim": G.latent_dim,
-                "image_size": G.image_size,
-                "channels": G.channels,
-                "num_classes": self.num_classes,
-                "info_categorical": G.info_categorical,
-                "info_continuous": G.info_continuous,
-            },
-        }
-
-    def inference_networks(self) -> list[str]:
-        return ["G"]
+        kwargs["extra"].update(info_categorical=G.info_categorical, info_continuous=G.info_continuous)
+        return kwargs
 
 
 # -- using a trained model (what `transgan generate` calls) -------------------------------------------
@@ -290,22 +255,6 @@ def mode_seeking_ratio(fake: torch.Tensor, fake2: torch.Tensor, z: torch.Tensor,
     G minimises its inverse: a generator that maps different noise to the same image pays for it.
     """
     return (fake - fake2).float().abs().mean() / (z - z2).float().abs().mean()
-
-
-@torch.no_grad()
-def within_class_spread(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """Mean per-pixel standard deviation of the images of each class, averaged over classes seen twice or
-    more (all images as one class when unconditional); one-hot sums, so no device sync in the hot loop."""
-    flat = images.float().flatten(1)
-    if labels is None or num_classes == 0:
-        return flat.std(0).mean()
-    one_hot = F.one_hot(labels, num_classes).float()  # (N, K)
-    counts = one_hot.sum(0)  # (K,)
-    mean = one_hot.T @ flat / counts.clamp(min=1)[:, None]
-    variance = (one_hot.T @ flat.square() / counts.clamp(min=1)[:, None] - mean.square()).clamp(min=0)
-    spread = variance.sqrt().mean(1)  # (K,)
-    seen_twice = (counts >= 2).float()
-    return (spread * seen_twice).sum() / seen_twice.sum().clamp(min=1)
 
 
 @torch.no_grad()

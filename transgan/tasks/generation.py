@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
 from transgan.config import option
 from transgan.errors import TransganError
 from transgan.tasks.base import GANTask
+from transgan.tasks.regularizers import DiscriminatorOptions
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,24 @@ class GenerationDataConfig:
     channels: int = option(0, "1 or 3; 0: from the data")
     flip: bool = option(False, "random horizontal flips (not for digits or text)")
     conditional: bool = option(True, "condition on the class labels; --no-conditional trains an unconditional model")
+
+
+@dataclass(frozen=True)
+class EqualizedNetworkOptions(DiscriminatorOptions):
+    """What StyleGAN and ProGAN configure alike: z, the width rule of their equalised-lr networks (small for
+    CPUs by default; the papers' channel_base is 16384-32768, channel_max 512) and D's minibatch std (on)."""
+
+    latent_dim: int = option(128, "size of z")
+    channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
+    channel_max: int = option(64, "most feature maps of any layer")
+    mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
+
+    def widths(self) -> dict[str, int]:
+        return {"channel_base": self.channel_base, "channel_max": self.channel_max}
+
+    def minibatch_std(self) -> dict[str, int]:
+        """The discriminator's minibatch-std options (mbstd_channels 0 leaves the layer out)."""
+        return {"mbstd_group_size": max(self.mbstd_group_size, 1), "mbstd_channels": 1 if self.mbstd_group_size else 0}
 
 
 def check_data_config(config: GenerationDataConfig) -> None:
@@ -58,19 +79,30 @@ GRID_SAMPLES = 64  # sample grids show 8 rows of 8, classes cycling along each r
 
 
 class GenerationTask(GANTask):
-    """What a noise-to-image task built on these options shares: its dataset, class names, fixed grid inputs,
-    the model file's description and the networks it keeps (G only)."""
+    """What a noise-to-image task built on these options shares: its option check (before the data is read),
+    dataset, class names, fixed grid inputs, sample grids, the model file's description and the networks it
+    keeps (G only). A subclass sets `check_options` to its own check and builds G (and D) in __init__."""
+
+    @staticmethod
+    def check_options(config: Any) -> None:
+        """The task's own option checks: one error line for a value that cannot work."""
 
     @classmethod
     def build_dataset(cls, config: GenerationDataConfig) -> Dataset:
+        cls.check_options(config)
         return build_generation_dataset(config)
 
     def __init__(self, config: GenerationDataConfig, dataset: Dataset):
         super().__init__(config, dataset)
         check_data_config(config)
+        self.check_options(config)
         self.class_names = list(dataset.class_names) if config.conditional else []
         self.num_classes = len(self.class_names)
         self.channels = dataset.channels
+
+    def network_shape(self) -> dict[str, int]:
+        """What every network of the task is built for: classes (0: unconditional), image size, channels."""
+        return {"num_classes": self.num_classes, "image_size": self.config.image_size, "channels": self.channels}
 
     def fix_grid_inputs(self) -> None:
         """Fixed z and labels for the sample grids, so successive grids show the same samples evolving."""
@@ -90,7 +122,38 @@ class GenerationTask(GANTask):
     def inference_networks(self) -> list[str]:
         return ["G"]
 
+    def diversity(self) -> dict[str, torch.Tensor]:
+        """`health/diversity`: the spread of this step's fakes over that of its reals, within each class (across
+        mixed classes the class differences alone look diverse and hide a G that ignores its noise; health.py
+        warns). Empty for a batch of one."""
+        if self.real.shape[0] < 2:
+            return {}
+        spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
+        spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
+        return {"health/diversity": spread_fake / spread_real}
+
+    @torch.no_grad()
+    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
+        # 64 fixed samples; the trainer lays them out in rows of 8 (the size of its fixed batch).
+        return as_rgb(networks["G"](*self.grid_inputs()))
+
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:
     """Grey images repeated to three channels (sample grids are RGB)."""
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+@torch.no_grad()
+def within_class_spread(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Mean per-pixel standard deviation of the images of each class, averaged over classes seen twice or
+    more (all images as one class when unconditional); one-hot sums, so no device sync in the hot loop."""
+    flat = images.float().flatten(1)
+    if labels is None or num_classes == 0:
+        return flat.std(0).mean()
+    one_hot = F.one_hot(labels, num_classes).float()  # (N, K)
+    counts = one_hot.sum(0)  # (K,)
+    mean = one_hot.T @ flat / counts.clamp(min=1)[:, None]
+    variance = (one_hot.T @ flat.square() / counts.clamp(min=1)[:, None] - mean.square()).clamp(min=0)
+    spread = variance.sqrt().mean(1)  # (K,)
+    seen_twice = (counts >= 2).float()
+    return (spread * seen_twice).sum() / seen_twice.sum().clamp(min=1)

@@ -18,21 +18,16 @@ from transgan.recipe import Recipe
 from transgan.registry import TASKS
 from transgan.stream import Stage
 from transgan.tasks.base import Phase
-from transgan.tasks.cgan import within_class_spread
-from transgan.tasks.generation import GenerationDataConfig, GenerationTask, as_rgb
-from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
+from transgan.tasks.generation import EqualizedNetworkOptions, GenerationDataConfig, GenerationTask, as_rgb
+from transgan.tasks.regularizers import DiscriminatorRegularizer, check_discriminator_options
 
 
 @dataclass(frozen=True)
-class ProGANConfig(GenerationDataConfig, DiscriminatorOptions):
+class ProGANConfig(GenerationDataConfig, EqualizedNetworkOptions):
     """ProGAN options. Widths default small (channel_base 1024, at most 64 maps) and stages short so MNIST/CIFAR
     grow on a CPU; the paper's are channel_base 16384, channel_max 512 and 600k + 600k images per stage."""
 
     conditional: bool = option(False, "condition on the class labels (ProGAN is unconditional: --conditional adds it)")
-    latent_dim: int = option(128, "size of z")
-    channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
-    channel_max: int = option(64, "most feature maps of any layer")
-    mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
     stage_images: int = option(40_000, "images shown in each stage below full resolution, fade-in included")
     fade_images: int = option(20_000, "images over which each new stage fades in (alpha 0 -> 1)")
     final_images: int = option(200_000, "images shown at full resolution (fade-in included); --steps overrides")
@@ -79,22 +74,15 @@ class ProGANTask(GenerationTask):
 
     name = "progan"
     config_class = ProGANConfig
-
-    @classmethod
-    def build_dataset(cls, config: ProGANConfig):
-        check_config(config)
-        return super().build_dataset(config)
+    check_options = staticmethod(check_config)
 
     def __init__(self, config: ProGANConfig, dataset):
         super().__init__(config, dataset)
-        check_config(config)
-        shared = {"num_classes": self.num_classes, "image_size": config.image_size, "channels": self.channels}
-        widths = {"channel_base": config.channel_base, "channel_max": config.channel_max}
+        shared, widths = self.network_shape(), config.widths()
         self.networks["G"] = build_network("progan_generator", latent_dim=config.latent_dim, **widths, **shared)
         self.networks["D"] = build_network(
             "progan_discriminator",
-            mbstd_group_size=max(config.mbstd_group_size, 1),
-            mbstd_channels=1 if config.mbstd_group_size else 0,
+            **config.minibatch_std(),
             **widths,
             **shared,
         )
@@ -179,11 +167,7 @@ class ProGANTask(GenerationTask):
     def loss_G(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = self.gan_loss.generator(self._D(self.fake, self.labels))
         metrics = {"G/gan": loss.detach()}
-        if self.real.shape[0] > 1:
-            spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
-            spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
-            metrics["health/diversity"] = spread_fake / spread_real
-        return loss, metrics
+        return loss, {**metrics, **self.diversity()}
 
     # -- outputs ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -64,8 +64,7 @@ class DiscriminatorRegularizer:
         default_r1_gamma: Callable[[int], float] | float = 0.0,
         default_gp_weight: float = 0.0,
     ):
-        check_discriminator_options(options)
-        self.augment = DiffAugment(options.diffaugment)
+        self.augment = DiffAugment(options.diffaugment)  # the task checked the options (check_discriminator_options)
         self.threshold = threshold
         self.r1_every = options.r1_every
         self._r1_gamma = default_r1_gamma if options.r1_gamma is None else options.r1_gamma
@@ -75,8 +74,12 @@ class DiscriminatorRegularizer:
         """The R1 weight for a batch of this size (a default may follow the batch size, as StyleGAN2-ADA's)."""
         return float(self._r1_gamma(batch_size) if callable(self._r1_gamma) else self._r1_gamma)
 
+    def view(self, images: Tensor) -> Tensor:
+        """Images as D sees them: DiffAugment'ed when a policy is set, else as they are."""
+        return self.augment(images) if self.augment else images
+
     def discriminate(self, D: Callable[..., Tensor], images: Tensor, *extra: Any) -> Tensor:
-        return D(self.augment(images) if self.augment else images, *extra)
+        return D(self.view(images), *extra)
 
     def penalties(
         self, D: Callable[..., Tensor], real: Tensor, fake: Tensor, step: int, *extra: Any

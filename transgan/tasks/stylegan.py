@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from transgan.config import option
 from transgan.errors import TransganError
@@ -20,9 +19,8 @@ from transgan.nets import build_network
 from transgan.recipe import Recipe
 from transgan.registry import TASKS
 from transgan.tasks.base import Phase
-from transgan.tasks.cgan import within_class_spread
-from transgan.tasks.generation import GenerationDataConfig, GenerationTask, as_rgb
-from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
+from transgan.tasks.generation import EqualizedNetworkOptions, GenerationDataConfig, GenerationTask
+from transgan.tasks.regularizers import DiscriminatorRegularizer, check_discriminator_options
 
 STYLEGAN2_LR = 0.0025
 STYLEGAN2_BETAS = (0.0, 0.99)
@@ -30,18 +28,14 @@ PL_DECAY = 0.01  # StyleGAN2's running-mean rate of the path lengths
 
 
 @dataclass(frozen=True)
-class StyleGANConfig(GenerationDataConfig, DiscriminatorOptions):
+class StyleGANConfig(GenerationDataConfig, EqualizedNetworkOptions):
     """StyleGAN2 options. Widths default small (channel_base 1024, at most 64 maps) so MNIST/CIFAR train on a
     CPU; the paper's are channel_base 32768, channel_max 512, w_dim 512, 8 mapping layers."""
 
-    latent_dim: int = option(128, "size of z")
     w_dim: int = option(128, "size of w (the style vector)")
     mapping_layers: int = option(2, "layers of the mapping network (StyleGAN2-ADA's CIFAR config: 2; paper: 8)")
     mapping_lr_mul: float = option(0.01, "learning-rate multiplier of the mapping network (StyleGAN2: 0.01)")
-    channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
-    channel_max: int = option(64, "most feature maps of any layer")
     style_mode: str = option("demod", "demod (StyleGAN2 modulated convs) or adain (StyleGAN's AdaIN)")
-    mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
     mixing_prob: float = option(0.9, "style-mixing probability of a training batch (0 disables mixing)")
     pl_weight: float = option(0.0, "path-length regularisation weight (StyleGAN2: 2; 0 disables it)")
     pl_every: int = option(4, "lazy path-length regularisation: every this many steps")
@@ -63,17 +57,11 @@ class StyleGANTask(GenerationTask):
 
     name = "stylegan"
     config_class = StyleGANConfig
-
-    @classmethod
-    def build_dataset(cls, config: StyleGANConfig):
-        check_config(config)
-        return super().build_dataset(config)
+    check_options = staticmethod(check_config)
 
     def __init__(self, config: StyleGANConfig, dataset):
         super().__init__(config, dataset)
-        check_config(config)
-        shared = {"num_classes": self.num_classes, "image_size": config.image_size, "channels": self.channels}
-        widths = {"channel_base": config.channel_base, "channel_max": config.channel_max}
+        shared, widths = self.network_shape(), config.widths()
         self.networks["G"] = build_network(
             "stylegan_generator",
             latent_dim=config.latent_dim,
@@ -86,8 +74,7 @@ class StyleGANTask(GenerationTask):
         )
         self.networks["D"] = build_network(
             "stylegan_discriminator",
-            mbstd_group_size=max(config.mbstd_group_size, 1),
-            mbstd_channels=1 if config.mbstd_group_size else 0,
+            **config.minibatch_std(),
             **widths,
             **shared,
         )
@@ -141,12 +128,7 @@ class StyleGANTask(GenerationTask):
             penalty = self._path_length()
             loss = loss + config.pl_weight * config.pl_every * penalty
             metrics["G/pl"], metrics["G/pl_mean"] = penalty.detach(), self.pl_mean
-        if self.real.shape[0] > 1:
-            # Spread of fakes over spread of reals within each class (health.py warns when G ignores its noise).
-            spread_fake = within_class_spread(self.fake.detach(), self.labels, self.num_classes)
-            spread_real = within_class_spread(self.real, self.labels, self.num_classes).clamp(min=1e-8)
-            metrics["health/diversity"] = spread_fake / spread_real
-        return loss, metrics
+        return loss, {**metrics, **self.diversity()}
 
     def _path_length(self) -> torch.Tensor:
         """StyleGAN2's path-length penalty on half the batch (its pl_batch_shrink 2); updates the running mean."""
@@ -163,8 +145,3 @@ class StyleGANTask(GenerationTask):
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         if "pl_mean" in tensors:
             self.pl_mean = tensors["pl_mean"].float().reshape(()).to(self.device)
-
-    # -- outputs ------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample_grid(self, batch: dict[str, Any], networks: dict[str, nn.Module]) -> torch.Tensor:
-        return as_rgb(networks["G"](*self.grid_inputs()))
