@@ -21,6 +21,7 @@ from transgan.errors import TransganError
 from transgan.logs import RunLogger, make_progress, truncate_metrics
 from transgan.monitor import TrainingDiverged, TrainingMonitor, summary  # noqa: F401 (re-exported)
 from transgan.nets.test_time import test_time
+from transgan.optimizers import build_optimizers
 from transgan.recipe import LRSchedule, resolve_plan
 from transgan.run_config import RunConfig
 from transgan.run_files import RunFiles, WriteFailed
@@ -42,14 +43,10 @@ class GANTrainer:
             raise TransganError("--precision fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
         self.plan = plan = resolve_plan(config, task.recipe())
         self._place_networks()
-        self.phases: list[Phase] = task.phases()
-        fused = self.device.type == "cuda"  # fused Adam: one kernel per phase instead of one per tensor
-        adam = lambda p: torch.optim.Adam(  # noqa: E731
-            self._parameters(p), lr=plan.lr[p.group], betas=plan.betas, eps=config.eps, fused=fused
-        )
-        self.optimizers = {p.name: adam(p) for p in self.phases}
-        use_scaler = config.precision == "fp16"
-        self.scalers = {p.name: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for p in self.phases}
+        self._fixed = {id(p) for p in task.frozen_parameters()}  # Freeze-D: in no optimizer, never a gradient
+        for parameter in task.frozen_parameters():
+            parameter.requires_grad_(False)
+        self.set_phases(task.phases())
         self.ema = EMA(task.networks, task.ema_networks(), plan.ema, plan.ema_rampup)
         cuda = self.device.type == "cuda"
         self.stream = BatchStream(
@@ -94,6 +91,16 @@ class GANTrainer:
             for net in networks.values():
                 net.compile()  # in place: state-dict keys stay the same, so checkpoints do not change
 
+    def set_phases(self, phases: list[Phase]) -> None:
+        """The phases each step runs, with fresh optimizers: one per optimizer name the phases give, shared by
+        the phases naming it (StyleGAN2's Greg/Dreg step their network's Adam), and a loss scaler per phase."""
+        self.phases = phases
+        fused = self.device.type == "cuda"  # fused Adam: one kernel per optimizer instead of one per tensor
+        self.shared = build_optimizers(phases, self._parameters, self.plan, self.config.eps, fused)
+        self.optimizers = {name: shared.optimizer for name, shared in self.shared.items()}
+        use_scaler = self.config.precision == "fp16"
+        self.scalers = {p.name: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for p in phases}
+
     def _make_evaluator(self):
         # Set up now, so a missing feature extractor or bad --eval-data fails before step 1, not hours in.
         from transgan.evaluation import TrainingEvaluator  # inference code: loaded only when used
@@ -101,7 +108,9 @@ class GANTrainer:
         return TrainingEvaluator(self.config.eval_options(), self.live_model, self.device, self.run_dir)
 
     def _parameters(self, phase: Phase) -> list[nn.Parameter]:
-        return [p for name in phase.networks for p in self.task.networks[name].parameters()]
+        """What the phase's optimizer updates: its networks' parameters, less the frozen ones."""
+        networks = [self.task.networks[name] for name in phase.networks]
+        return [p for net in networks for p in net.parameters() if id(p) not in self._fixed]
 
     def autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
@@ -148,31 +157,41 @@ class GANTrainer:
         if self.stream.staged:  # growing networks: the task sets its depth, alpha and data resolution
             self.task.set_stage(stage, alpha)
             self.ema.follow_stage(self.task.networks)
-        self.task.step = self.step  # lazy regularisers (R1 every k steps) follow the trainer's step, resumes included
+        # Lazy regularisers (R1 every k steps) follow the trainer's step, resumes included; a task drawing its
+        # own latents draws them for the global batch and keeps its rank's share.
+        self.task.step, self.task.rank, self.task.world_size = self.step, self.rank, self.world_size
         with self.autocast():
             self.task.forward(batch)
-        global_batch = self.stream.batch_sizes[stage] * self.world_size  # for the EMA's ramp-up
-        images_seen = self.stream.images_seen(self.step)
+        stepped: list[str] = []
         for phase in self.phases:
             if self.step % phase.interval:
                 continue
-            optimizer, scaler = self.optimizers[phase.name], self.scalers[phase.name]
-            for group in optimizer.param_groups:
-                group["lr"] = self.plan.lr[phase.group] * factor
+            optimizer, scaler = self.optimizers[phase.optimizer_name], self.scalers[phase.name]
+            self.shared[phase.optimizer_name].set_lr(self.plan, factor)
+            parameters = self._parameters(phase)
             with self._frozen(phase.frozen):
                 optimizer.zero_grad(set_to_none=True)
                 with self.autocast():
                     loss, metrics = phase.loss()
-                scaler.scale(loss).backward()
+                weight = phase.interval if phase.lazy else 1  # a lazy regulariser's loss counts for k steps
+                scaler.scale(loss * weight if weight != 1 else loss).backward()
                 if self.world_size > 1:  # still scaled: an inf on any process reaches all, so all skip the step
-                    distributed.average_gradients(self._parameters(phase), self.world_size)
+                    distributed.average_gradients(parameters, self.world_size)
                 scaler.unscale_(optimizer)
+                if phase.zero_nonfinite_grads:
+                    for p in parameters:
+                        if p.grad is not None:
+                            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
                 max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(phase), max_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
                 scaler.step(optimizer)
                 scaler.update()
-            self.ema.update(self.task.networks, phase.networks, global_batch, images_seen)
+            stepped += [name for name in phase.networks if name not in stepped]
             self.monitor.add({f"loss/{phase.name}": loss, f"grad_norm/{phase.name}": grad_norm, **metrics}, loss)
+        # Once per step, after every phase (as StyleGAN2-ADA): a network stepped by two phases (main and
+        # regularisation) still moves its EMA copy once.
+        global_batch = self.stream.batch_sizes[stage] * self.world_size  # for the EMA's ramp-up
+        self.ema.update(self.task.networks, stepped, global_batch, self.stream.images_seen(self.step))
         self.monitor.count_images(self.stream.batch_sizes[stage])
 
     @contextmanager
@@ -184,7 +203,8 @@ class GANTrainer:
             yield
         finally:
             for name in names:
-                self.task.networks[name].requires_grad_(True)
+                for parameter in self.task.networks[name].parameters():
+                    parameter.requires_grad_(id(parameter) not in self._fixed)  # Freeze-D's blocks stay off
 
     def _after_step(self, stop: StopControl) -> tuple[str | None, bool]:
         """Logs, samples, evaluation and checkpoints due after this step; returns (progress status, stop?)."""
@@ -192,7 +212,7 @@ class GANTrainer:
         due = lambda every: every > 0 and (self.step % every == 0 or self.step == self.total_steps)  # noqa: E731
         if due(config.log_every):
             self._check_finite()
-            rates = {f"lr/{p.name}": self.optimizers[p.name].param_groups[0]["lr"] for p in self.phases}
+            rates = {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
             logged = self.monitor.log(self.step, rates)
             self._unjudged.update(logged)
             status = summary(logged)

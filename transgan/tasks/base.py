@@ -22,10 +22,23 @@ PhaseLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 class Phase:
     """One optimisation phase of a training step, as in StyleGAN2's phase list.
 
-    `networks` are the ones this phase's optimizer updates; `group` names the learning-rate group of that
-    optimizer in the task's Recipe ("G" or "D": --lr-g and --lr-d set them). `frozen` are evaluated in the
-    phase but must not receive gradients (the discriminator during the generator phase). `interval` runs the
-    phase only on steps divisible by it, which gives n_critic discriminator steps per generator step.
+    `networks` are the ones this phase's optimizer updates (one phase may step several: CUT's G and its MLP
+    heads); `group` names the learning-rate group of that optimizer in the task's Recipe ("G" or "D": --lr-g
+    and --lr-d set them). `frozen` are evaluated in the phase but must not receive gradients (the
+    discriminator during the generator phase). `interval` runs the phase only on steps divisible by it, which
+    gives n_critic discriminator steps per generator step.
+
+    `optimizer` names the optimizer the phase steps (default: the phase's own name). Phases naming the same
+    one share it, Adam moments included: StyleGAN2's regularisation phases step their network's optimizer.
+    They must list the same networks and group.
+
+    `lazy` marks a lazy regulariser (StyleGAN2's Greg/Dreg): run every `interval` steps, its loss counts for
+    `interval` steps (the trainer multiplies it by `interval`), and the optimizer it shares is built with
+    lr * k/(k+1) and betas ** (k/(k+1)), k = interval, so that main and regularisation steps together move
+    the weights as an every-step regulariser would (Karras et al. 2020, appendix B).
+
+    `zero_nonfinite_grads` replaces NaN by 0 and +-inf by +-1e5 in the phase's gradients before the step,
+    as StyleGAN2-ADA's loop does.
     """
 
     name: str
@@ -34,6 +47,14 @@ class Phase:
     group: str
     frozen: list[str] = field(default_factory=list)
     interval: int = 1
+    optimizer: str | None = None
+    lazy: bool = False
+    zero_nonfinite_grads: bool = False
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer this phase steps (shared by every phase giving the same name)."""
+        return self.optimizer or self.name
 
 
 class GANTask:
@@ -49,6 +70,9 @@ class GANTask:
         self.networks = nn.ModuleDict()
         self.device = torch.device("cpu")
         self.step = 0  # the trainer's step, set before each forward (lazy regularisers use it)
+        # This process's place among the training processes, set by the trainer: a task that draws its own
+        # latents draws them for the global batch and takes its rank's slice, so N processes train like one.
+        self.rank, self.world_size = 0, 1
 
     # -- data ---------------------------------------------------------------------------------------
     @classmethod
@@ -81,6 +105,10 @@ class GANTask:
     def ema_networks(self) -> list[str]:
         """Networks whose EMA copy is kept when EMA is on (the generators)."""
         return [name for name in self.networks if name.startswith("G")]
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters no optimizer updates (Freeze-D's first blocks); the trainer keeps their gradients off."""
+        return []
 
     # -- state that is not a network parameter (image pools...) for exact resume -------------------
     def extra_state(self) -> dict[str, torch.Tensor]:
