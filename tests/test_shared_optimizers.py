@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from test_trainer import TINY_NETS, quiet_config, write_images  # noqa: F401 (fixtures' helpers)
 
 from transgan.errors import TransganError
 from transgan.tasks.base import Phase
 from transgan.tasks.pix2pix import Pix2PixConfig
 from transgan.train import build_trainer
-from test_trainer import TINY_NETS, quiet_config, write_images  # noqa: F401 (fixtures' helpers)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import random
+import signal
 import socket
 import time
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from transgan.errors import TransganError
+from transgan.errors import TrainingInterrupted, TrainingPreempted, TransganError
 
 # Gradients are averaged in buckets of about this many bytes: one collective per bucket instead of one per
 # tensor, without a second full copy of every gradient.
@@ -251,6 +252,11 @@ def barrier() -> None:
     dist.barrier()
 
 
+# What `--nproc` passes on to its processes, and how long it waits for their checkpoints before killing them.
+LAUNCHER_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"
+LAUNCHER_SHUTDOWN_SECONDS = 600
+
+
 def launch(nproc: int, args: list[str], device_option: str) -> None:
     """Run `python -m transgan ARGS` in `nproc` processes on this machine through torchrun (standalone
     rendezvous on a free port), as `torchrun --nproc-per-node NPROC -m transgan ARGS` would."""
@@ -266,7 +272,10 @@ def launch(nproc: int, args: list[str], device_option: str) -> None:
         check_gpu_count(nproc, torch.cuda.device_count())
     # Share the cores among the processes (torchrun would give each one thread, with a warning).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    launch_args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "transgan", *args])
+    # The launcher passes every stop signal on to the processes (torchrun's agent would die of SLURM's SIGUSR1
+    # and leave them unsupervised) and gives them time to finish the step and write the checkpoint.
+    stops = ["--signals-to-handle", LAUNCHER_SIGNALS, "--shutdown-timeout", str(LAUNCHER_SHUTDOWN_SECONDS)]
+    launch_args = parse_args(["--standalone", "--nproc-per-node", str(nproc), *stops, "--module", "transgan", *args])
     try:
         run(launch_args)
     except ChildFailedError as error:
@@ -277,8 +286,8 @@ def launch(nproc: int, args: list[str], device_option: str) -> None:
             "(its error is printed above)"
         ) from None
     except SignalException as signal_error:
-        raise TransganError(
-            f"stopped by {signal_error.sigval.name}; the messages of the processes above say whether they saved a "
-            "checkpoint (on Ctrl-C they finish their step and do); continue with --resume RUN_DIR --nproc "
-            f"{nproc}"
+        stopped = TrainingInterrupted if signal_error.sigval == signal.SIGINT else TrainingPreempted
+        raise stopped(
+            f"{signal_error.sigval.name}: the {nproc} processes finished their step and saved a checkpoint (their "
+            f"lines above say at which step); continue with --resume RUN_DIR --nproc {nproc} (or --resume auto)"
         ) from None

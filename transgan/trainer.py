@@ -4,6 +4,7 @@ and logs from monitor.py. It knows no concrete network or task."""
 
 from __future__ import annotations
 
+import gc
 import math
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,7 +26,13 @@ from transgan.optimizers import build_optimizers
 from transgan.recipe import LRSchedule, resolve_plan
 from transgan.run_config import RunConfig
 from transgan.run_files import RunFiles, WriteFailed
-from transgan.stopping import StopControl, TrainingInterrupted, TrainingPreempted  # noqa: F401 (re-exported)
+from transgan.stopping import (  # noqa: F401 (TrainingInterrupted, TrainingPreempted re-exported)
+    DeferredWorkerFailures,
+    StopControl,
+    TrainingInterrupted,
+    TrainingPreempted,
+    stop_signal_numbers,
+)
 from transgan.stream import BatchStream
 from transgan.tasks.base import GANTask, Phase
 from transgan.training_state import restore_training_checkpoint
@@ -58,6 +65,7 @@ class GANTrainer:
             config.num_workers,
             cuda,
             task.stages(),
+            worker_signals=stop_signal_numbers(config.stop_signals),
         )
         self.schedule = LRSchedule(plan.lr_policy, plan.epochs, plan.decay_epochs, self.stream.batches_per_epoch())
         self.total_steps = config.steps or self.stream.total_steps or self.schedule.steps
@@ -130,25 +138,53 @@ class GANTrainer:
         if self.rank == 0:
             self.run.write(self.run_dir / "config.toml")
         stop = StopControl.for_run(config, self.rank, self.world_size, self.device)
+        data_failure, batches = None, None
         try:
-            with stop, make_progress(config.progress and self.rank == 0) as progress:
+            with (
+                stop,
+                DeferredWorkerFailures() as workers,
+                make_progress(config.progress and self.rank == 0) as progress,
+            ):
                 bar = progress.add_task(self.task.name, total=self.total_steps, completed=self.step, status="")
                 stopping = self.step >= self.total_steps
                 batches = self.stream.batches(self.step)
                 while not stopping:
-                    self._train_step(next(batches))
+                    try:
+                        batch = next(batches)
+                    except Exception as error:  # a data worker died (killed, out of memory): keep the work done
+                        if self.world_size > 1:
+                            raise  # the other processes wait in a collective: torchrun restarts from a checkpoint
+                        data_failure = _without_frames(error)  # frames would keep the loader and its workers
+                        break
+                    workers.after_loader_started()
+                    self._train_step(batch)
                     self.step += 1
                     status, stopping = self._after_step(stop)
                     progress.update(bar, completed=self.step, **({"status": status} if status else {}))
                     stopping = stopping or self.step >= self.total_steps
-                if self._saved_step != self.step:
+                if self._saved_step != self.step and not (data_failure and self.step == 0):
                     self.save_checkpoint()
         finally:
+            # Data workers ignore the stop signals, so end them here (their loader shuts them down when the
+            # stream closes) rather than leave them to the exit, which could only wait for them.
+            if batches is not None:
+                batches.close()
+                del batches
+                gc.collect()  # the loader's iterator shuts its workers down when collected
             self.monitor.logger.close()
         hint = f"--resume {self.run_dir}" + (f" --nproc {self.world_size}" if self.world_size > 1 else "")
         interruption = stop.interruption(self.step, hint)
         if interruption is not None:
             raise interruption
+        if isinstance(data_failure, TransganError) and self.step == 0:
+            raise data_failure  # a data mistake met at once (an unreadable image...): its own line says which
+        if data_failure is not None:
+            text = str(data_failure).strip()
+            first_line = text.splitlines()[0] if text else type(data_failure).__name__
+            saved = f"checkpoint saved; continue with {hint}" if self.step else "nothing trained yet"
+            failure = TransganError(f"loading the data failed after step {self.step} ({first_line}); {saved}")
+            failure.exit_code = 1  # not a usage mistake (2): the run may simply be continued
+            raise failure from None
         return self.files.model_path
 
     def _train_step(self, batch: dict[str, Any]) -> None:
@@ -320,3 +356,13 @@ class GANTrainer:
         distributed.seed_rank(self.config.seed, self.rank, self.step)
         if self.rank == 0:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+
+def _without_frames(error: BaseException) -> BaseException:
+    """`error` with no traceback along its chain: the frames of a failed batch fetch hold the DataLoader iterator,
+    which must be released for its workers (that ignore the stop signals) to be shut down."""
+    link: BaseException | None = error
+    while link is not None:
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
