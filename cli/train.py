@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from transgan.config import TrainConfig
 from transgan.errors import TransganError
 from transgan.registry import TASKS, PluginWarning
+from transgan.tasks.configs import BUILTIN_TASK_CONFIGS, covers_builtins
 
 
 class TaskGroup(TyperGroup):
@@ -27,16 +28,23 @@ class TaskGroup(TyperGroup):
     """
 
     def list_commands(self, ctx: Any) -> list[str]:
-        self._add_task_commands()
+        # Built-ins from their torch-free configs; the task modules load only when one lacks such an entry or a
+        # plugin may add tasks (only importing a plugin tells which tasks it registers).
+        if covers_builtins(TASKS.builtin_modules) and not TASKS.plugin_entry_points():
+            self._add_commands(builtin_task_commands())
+        else:
+            self._add_commands(task_commands())
         return super().list_commands(ctx)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands:
-            self._add_task_commands()
+            # A built-in is made from its torch-free config: `transgan train cyclegan --help` imports no torch.
+            known = False
+            self._add_commands(builtin_task_commands([cmd_name]) if known else task_commands())
         return super().get_command(ctx, cmd_name)
 
-    def _add_task_commands(self) -> None:
-        for name, command in task_commands().items():
+    def _add_commands(self, commands: dict[str, Any]) -> None:
+        for name, command in commands.items():
             self.commands.setdefault(name, command)
 
 
@@ -74,15 +82,20 @@ def _launch(nproc: int, task_name: str, run: Any, resuming: bool) -> None:
     trains with exactly this configuration; a resumed run continues from its own directory."""
     from transgan.distributed import launch
 
-    if resuming:
-        return launch(nproc, ["train", task_name, "--resume", run.train.out], run.train.device)
+    if resuming:  # with the options a resume may change (--steps, ...), which the run directory does not hold
+        train = run.train
+        changed = ["--max-minutes", str(train.max_minutes), "--num-workers", str(train.num_workers)]
+        changed += ["--steps", str(train.steps)] if train.steps is not None else []
+        return launch(nproc, ["train", task_name, "--resume", train.out, *changed], train.device)
     with tempfile.TemporaryDirectory(prefix="transgan-launch-") as folder:
         path = Path(folder) / "config.toml"
         run.write(path)
         launch(nproc, ["train", task_name, "--config", str(path)], run.train.device)
 
 
-def make_command(task_name: str, task_class: type) -> Any:
+def make_command(task_name: str, config_class: type, summary: str) -> Any:
+    """The click command of a task: its config's options, the training options, --config/--resume/--nproc."""
+
     def command(**values: Any) -> None:
         run_train_command(task_name, values)
 
@@ -116,13 +129,31 @@ def make_command(task_name: str, task_class: type) -> Any:
         ),
     ]
     parameters = (
-        dataclass_parameters(task_class.config_class, f"{task_name} options")
+        dataclass_parameters(config_class, f"{task_name} options")
         + dataclass_parameters(TrainConfig, "training options")
         + shared
     )
     command.__signature__ = inspect.Signature(parameters)
-    command.__doc__ = (task_class.__doc__ or task_name).strip().splitlines()[0]
+    command.__doc__ = summary
     return command
+
+
+def task_summary(task_class: type, task_name: str) -> str:
+    """The first line of a task class's docstring: its command's help."""
+    return (task_class.__doc__ or task_name).strip().splitlines()[0]
+
+
+def _commands_of(holder: typer.Typer) -> dict[str, Any]:
+    return dict(typer.main.get_group(holder).commands)
+
+
+def builtin_task_commands(names: list[str] | None = None) -> dict[str, Any]:
+    """Click commands of built-in tasks (all, or `names`) made from their torch-free configs alone."""
+    holder = typer.Typer()
+    for name in names if names is not None else sorted(BUILTIN_TASK_CONFIGS):
+        entry = BUILTIN_TASK_CONFIGS[name]
+        holder.command(name)(make_command(name, entry.config_class(), entry.summary))
+    return _commands_of(holder)
 
 
 def task_commands() -> dict[str, Any]:
@@ -138,5 +169,7 @@ def task_commands() -> dict[str, Any]:
             # A plugin's mistake must not take `transgan train` away from the built-in tasks.
             warnings.warn(f"{entry.origin}: {message}; the task is skipped", PluginWarning, stacklevel=2)
             continue
-        holder.command(entry.name)(make_command(entry.name, entry.obj))
-    return dict(typer.main.get_group(holder).commands)
+        holder.command(entry.name)(
+            make_command(entry.name, entry.obj.config_class, task_summary(entry.obj, entry.name))
+        )
+    return _commands_of(holder)

@@ -4,8 +4,10 @@ stages of growing networks (ProGAN, StyleGAN's schedule). A resumed run only nee
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from transgan.errors import TransganError
 from transgan.sampler import ResumableSampler
+from transgan.stopping import ignore_stop_signals_in_worker
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,14 @@ class Stage:
     images: int
     fade_images: int = 0
     batch_size: int | None = None
+
+
+def usable_workers(requested: int) -> int:
+    """`requested` DataLoader workers, at most one per CPU this process may run on (taskset, cpusets, SLURM
+    binding): more would only queue on those CPUs, and torch warns about them at every epoch."""
+    if requested <= 0 or not hasattr(os, "sched_getaffinity"):  # macOS and Windows have no affinity call
+        return max(requested, 0)
+    return min(requested, len(os.sched_getaffinity(0)))
 
 
 class BatchStream:
@@ -40,9 +51,11 @@ class BatchStream:
         num_workers: int = 0,
         pin_memory: bool = False,
         stages: list[Stage] | None = None,
+        worker_signals: tuple[int, ...] = (),
     ):
         self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.worker_signals = worker_signals  # signals data workers ignore: the main process decides on stops
+        self.num_workers, self.pin_memory = usable_workers(num_workers), pin_memory
         self.stages = list(stages or [Stage(resolution=0, images=0)])
         self.batch_sizes = [stage.batch_size or batch_size for stage in self.stages]
         for size in self.batch_sizes:
@@ -95,6 +108,7 @@ class BatchStream:
             pin_memory=self.pin_memory,  # on CUDA: the copy to the GPU overlaps compute
             persistent_workers=self.num_workers > 0,  # workers live across the stage's epochs
             generator=torch.Generator(),  # its own: making an iterator must not draw from the global RNG
+            worker_init_fn=partial(ignore_stop_signals_in_worker, self.worker_signals) if self.worker_signals else None,
         )
         self.position(loader, step)
         return loader
