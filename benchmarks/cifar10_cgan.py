@@ -6,7 +6,7 @@
 Reads ../shared/data/cifar10/cifar10-jpg.zip (train split) unless --data says otherwise. On a 2-core CPU keep
 the default small widths; on a GPU raise --steps (or set --minutes), --ngf, --ndf and --num-workers, e.g.
     python benchmarks/cifar10_cgan.py --data DIR/cifar10-jpg.zip --minutes 2 --steps 100000 --batch-size 64 \
-        --ngf 64 --ndf 64 --num-workers 8 --out /tmp/cifar10-cgan --json "$OUT/cifar10_cgan.json"
+        --ngf 64 --ndf 64 --num-workers 8 --out /tmp/cifar10-cgan --json results/cifar10_cgan.json
 """
 
 from __future__ import annotations

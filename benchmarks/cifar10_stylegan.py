@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/cifar10-stylegan"))
     parser.add_argument("--figures", type=Path, default=Path("docs"), help="where the two PNGs go")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("extra", nargs="*", help="more `transgan train stylegan` options, after --")
     args = parser.parse_args()
     if args.out.exists():
@@ -51,7 +52,7 @@ def main() -> None:
          "--out", str(mix)])  # fmt: skip
     rows = [json.loads(line) for line in (args.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = rows[-1] if rows else {}
-    print(json.dumps({
+    report = {
         "minutes": args.minutes,
         "train_seconds": round(train_seconds, 1),
         "steps": last.get("step"),
@@ -60,7 +61,10 @@ def main() -> None:
         "D/accuracy_fake": last.get("D/accuracy_fake"),
         "health/diversity": last.get("health/diversity"),
         "figures": [str(grid), str(mix)],
-    }, indent=2))  # fmt: skip
+    }  # fmt: skip
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

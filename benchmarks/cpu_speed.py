@@ -1,6 +1,6 @@
 """CPU speed on the real horses: whole `transgan translate` commands in one interleaved run, int8 PSNR; prints JSON.
 
-    python benchmarks/cpu_speed.py > cpu_speed.json      # data from ../shared/data; tens of minutes on 2 cores
+    python benchmarks/cpu_speed.py --out cpu_speed.json   # data from ../shared/data; tens of minutes on 2 cores
 
 Each row is a whole command, timed from process start to exit over the same folder of real 256x256 horses
 (outputs overwritten every round), the commands interleaved round by round with a rotating order:
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--horses", type=Path, default=DATA / "horse2zebra" / "testA")
     parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after the untimed first one")
+    parser.add_argument("--out", "--json-out", dest="out", type=Path, help="also write the JSON report here")
     parser.add_argument(
         "--plain-loop", nargs=3, type=Path, metavar=("MODEL", "INPUT", "OUTPUT"), help=argparse.SUPPRESS
     )
@@ -124,7 +125,7 @@ def main() -> None:
 
     import torch
 
-    from transgan.inference.autotune import machine_description
+    from transgan.inference.tuning_cache import machine_description
 
     work = Path(tempfile.mkdtemp(prefix="transgan-cpu-speed-"))
     cache = work / "cache"
@@ -196,8 +197,8 @@ def main() -> None:
     }
     text = json.dumps(results, indent=2)
     print(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "cpu_speed.json").write_text(text)
+    if args.out:
+        args.out.write_text(text + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 

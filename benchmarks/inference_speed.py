@@ -1,7 +1,8 @@
 """Inference speed: model-only rows per engine and end-to-end translation of 50 horses vs a plain loop; prints JSON.
 
     python benchmarks/inference_speed.py > speed.json                      # CPU, data from ../shared/data
-    python benchmarks/inference_speed.py --device cuda --horses DIR --checkpoint PTH   # GPU; JSON also to $OUT
+    python benchmarks/inference_speed.py --device cuda --horses DIR --checkpoint PTH   # GPU
+    python benchmarks/inference_speed.py --json-out results/inference_cpu.json           # JSON to a file too
 
 resnet_9blocks (ngf 64) is random-initialised: the work per image does not depend on the weights. The compressed
 model is the real GAN Compression horse2zebra checkpoint. Without the horses folder, 50 synthetic 256x256 images
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--bf16-timeout", type=float, default=120)
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="model-only batch sizes (cpu: 1 8)")
     parser.add_argument("--ngf", type=int, default=64, help="resnet_9blocks width (64: the real one)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     batches = args.batch or ([1, 8, 16] if cuda else [1, 8])
@@ -251,8 +253,8 @@ def main() -> None:
     }
     text = json.dumps(results, indent=2)
     print(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "inference_gpu.json" if cuda else "inference_cpu.json").write_text(text)
+    if args.json_out:
+        args.json_out.write_text(text)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -102,5 +102,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncation", type=float, default=None)
     parser.add_argument("--mnist", type=Path, default=MNIST, help="folder of the MNIST idx files (t10k-*)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
-    print(json.dumps(measure(args.model, args.per_class, args.seed, args.truncation, args.mnist), indent=2))
+    text = json.dumps(measure(args.model, args.per_class, args.seed, args.truncation, args.mnist), indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)

@@ -108,6 +108,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--torchscript", type=Path, help="also write mnist_features.pt / mnist_logits.pt here")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     started = time.perf_counter()
     net = classifier(cache=None)
@@ -119,3 +120,5 @@ if __name__ == "__main__":
     if args.torchscript:
         report["torchscript"] = [str(path) for path in save_torchscript(net, args.torchscript)]
     print(json.dumps(report))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report))

@@ -27,7 +27,7 @@ from mnist_classifier import MNIST, TRAIN_STOP, classifier
 
 from transgan.logs import read_metrics
 
-# The contestants: the task and the options that make it what the issue names (everything else: defaults).
+# The contestants: the task and the options that make it what the comparison names (everything else: defaults).
 CONTESTANTS = {
     "cgan": ["cgan"],  # conditional BN G + projection D, hinge loss
     "stylegan": ["stylegan"],  # conditional StyleGAN2

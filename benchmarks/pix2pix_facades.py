@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "facades-bench")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -88,22 +89,23 @@ def main() -> None:
                 l1, psnr = l1_psnr(prediction, real_B)
                 values[0].append(l1)
                 values[1].append(psnr)
-    print(
-        json.dumps(
-            {
-                "benchmark": "pix2pix_facades",
-                "train_pairs": 40,
-                "eval_pairs": len(held_out),
-                "size": args.size,
-                "steps": trainer.step,
-                "seconds": round(seconds, 1),
-                "model": {"l1": float(np.mean(model_l1)), "psnr_db": float(np.mean(model_psnr))},
-                "copy_input_baseline": {"l1": float(np.mean(copy_l1)), "psnr_db": float(np.mean(copy_psnr))},
-                "machine": f"{torch.get_num_threads()} CPU threads",
-            },
-            indent=1,
-        )
+    text = json.dumps(
+        {
+            "benchmark": "pix2pix_facades",
+            "train_pairs": 40,
+            "eval_pairs": len(held_out),
+            "size": args.size,
+            "steps": trainer.step,
+            "seconds": round(seconds, 1),
+            "model": {"l1": float(np.mean(model_l1)), "psnr_db": float(np.mean(model_psnr))},
+            "copy_input_baseline": {"l1": float(np.mean(copy_l1)), "psnr_db": float(np.mean(copy_psnr))},
+            "machine": f"{torch.get_num_threads()} CPU threads",
+        },
+        indent=1,
     )
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=HORSES, help="folder of PNG images to send")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     images = load_images(args.images, args.size, 16)
     # Every server runs for the whole benchmark and they take the load in turns, round after round: on a
@@ -219,6 +220,8 @@ def main() -> None:
             for run in runs
         ]
     print(json.dumps(report, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -64,12 +64,16 @@ if __name__ == "__main__":
     parser.add_argument("run_dir", nargs="?", type=Path, help="a finished `transgan train cgan` run directory")
     parser.add_argument("--to", type=Path, default=None, help="write the file here instead of pretrained/ (no index)")
     parser.add_argument("--register", type=Path, default=None, help="an already shipped file to put in pretrained/")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     if args.register is not None:
-        print(json.dumps(register(args.register), indent=2))
+        report = register(args.register)
     elif args.run_dir is None:
         parser.error("give RUN_DIR or --register FILE")
     elif args.to is not None:
-        print(json.dumps({"file": str(ship(args.run_dir, args.to))}, indent=2))
+        report = {"file": str(ship(args.run_dir, args.to))}
     else:
-        print(json.dumps(register(ship(args.run_dir)), indent=2))
+        report = register(ship(args.run_dir))
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))

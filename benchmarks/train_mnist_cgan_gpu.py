@@ -1,14 +1,14 @@
-"""Train, ship and measure the mnist-cgan model in one go (GPU session; tiny settings work on CPU); writes to OUT.
+"""Train, ship and measure the mnist-cgan model in one go (on a GPU; tiny settings work on CPU); writes to --out.
 
-    python benchmarks/train_mnist_cgan_gpu.py --mnist DIR --out "$OUT" [--minutes 6] [--steps N]
+    python benchmarks/train_mnist_cgan_gpu.py --mnist DIR --out results/ [--minutes 6] [--steps N]
 
 DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz. Trains on images [0, 8000) for --minutes
 of wall clock (or --steps, whichever comes first), writes the shipped file (EMA generator, standing BN
 statistics), trains the judge CNN on the same 8,000 images and measures class accuracy and Frechet distance
 against the held-out images [8000, 10000). Each recipe of --recipes trains for its share of --minutes; the
-one that scores best on the TRAINING images is shipped. OUT receives at most 7 files: mnist-cgan.safetensors,
+one that scores best on the TRAINING images is shipped. --out receives at most 7 files: mnist-cgan.safetensors,
 quality.json, metrics-RECIPE.jsonl (one per recipe), samples.png, sevens.png, judge.pt.
-Put the file in the package with `python benchmarks/ship_mnist_cgan.py --register OUT/mnist-cgan.safetensors`.
+Put the file in the package with `python benchmarks/ship_mnist_cgan.py --register results/mnist-cgan.safetensors`.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist", type=Path, required=True, help="folder of t10k-images/labels idx files")
-    parser.add_argument("--out", type=Path, required=True, help="where the 7 result files go (e.g. $OUT)")
+    parser.add_argument("--out", type=Path, required=True, help="folder where the 7 result files go")
     parser.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget, split over recipes")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
     parser.add_argument("--steps", type=int, default=1_000_000, help="step cap (the time budget usually ends first)")

@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the JSON here (default: $OUT/train_speed.json)")
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke run: width 4, 128x128, 2 steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     text = json.dumps(report, indent=1, default=str)
     print(text)
-    target = args.json or (Path(os.environ["OUT"]) / "train_speed.json" if os.environ.get("OUT") else None)
+    target = args.json
     if target:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)

@@ -27,19 +27,36 @@ def bench_command(
     direction: Annotated[str | None, typer.Option(help="AtoB or BtoA (default AtoB)")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="timed runs per configuration (at least)")] = 10,
     warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 2,
-    compile: Annotated[bool, typer.Option("--compile", help="torch engine: torch.compile the network")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="--engine torch only: torch.compile the network (else --engine compiled)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (one list) instead of a table")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="--engine onnx on CPU: the int8 graph (export --int8)")] = False,
     calibrate: Annotated[Path | None, typer.Option(help="--int8 on a model file: images to calibrate on")] = None,
-    min_psnr: Annotated[float, typer.Option(help="--int8: lowest PSNR (dB) against fp32 accepted")] = 35.0,
+    min_psnr: Annotated[
+        float | None, typer.Option(help="--int8: lowest PSNR (dB) against fp32 accepted (default 35)")
+    ] = None,
 ) -> None:
     """Time a generator under each combination of --engine, --precision and --batch-size."""
+    from transgan.errors import TransganError
+    from transgan.export.options import check_min_psnr
     from transgan.inference.bench import benchmark
     from transgan.inference.engines import open_engine
 
     height, width = parse_size(size, "--size")
+    if not int8 and (calibrate is not None or min_psnr is not None):
+        raise TransganError("--calibrate and --min-psnr go with --int8 (they set up the int8 graph)")
+    min_psnr = check_min_psnr(min_psnr)
+    engines = engine or ["auto"]
+    is_onnx = Path(model).suffix.lower() == ".onnx"
+    others = [name for name in engines if name != "torch" and not (name == "auto" and not is_onnx)]
+    if compile and others:  # checked before any engine runs: a later refusal would waste the earlier timings
+        raise TransganError(
+            f"--compile goes with --engine torch, not {others[0]}{' (an .onnx file)' if is_onnx else ''}; "
+            "for torch.compile compared with the others use --engine compiled"
+        )
     results = []
-    for engine_name in engine or ["auto"]:
+    for engine_name in engines:
         for precision_name in precision or ["fp32"]:
             options = {"compile": compile, "int8": int8, "calibrate": calibrate, "min_psnr": min_psnr}
             options.update(engine=engine_name, device=device, precision=precision_name, direction=direction)

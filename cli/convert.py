@@ -1,4 +1,5 @@
-"""`transgan convert SRC.pth OUT.safetensors --arch ...`: import a reference or GAN Compression checkpoint."""
+"""`transgan convert SRC.pth OUT.safetensors --arch ...`: import a reference or GAN Compression checkpoint, or an
+official StyleGAN2-ADA snapshot (`network-snapshot-*.pkl`, read without running the code it carries)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import typer
 from transgan.errors import TransganError
 
 ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "basic", "n_layers", "pixel", "mobile_resnet")
+ARCHS += ("resnet_9blocks_antialias", "resnet_6blocks_antialias", "basic_antialias", "n_layers_antialias")  # CUT
 DIRECTIONS = ("AtoB", "BtoA")
 
 
 def convert_command(
-    src: Annotated[Path, typer.Argument(help="a .pth state dict (e.g. latest_net_G.pth)")],
+    src: Annotated[
+        Path, typer.Argument(help="a .pth state dict (e.g. latest_net_G.pth) or a StyleGAN2-ADA snapshot .pkl")
+    ],
     out: Annotated[Path, typer.Argument(help="the transgan model file to write (.safetensors)")],
     arch: Annotated[str | None, typer.Option(help=f"{' | '.join(ARCHS)} (default: guessed from the keys)")] = None,
     norm: Annotated[str | None, typer.Option(help="batch, instance or none (default: from the tensors)")] = None,
@@ -33,9 +37,22 @@ def convert_command(
         str | None, typer.Option(help="mobile_resnet widths per stage, like 16_16_32_16_32_32_16_16")
     ] = None,
     direction: Annotated[str, typer.Option(help="the direction this generator translates: AtoB or BtoA")] = "AtoB",
+    network: Annotated[
+        str, typer.Option(help="StyleGAN2-ADA snapshot: G_ema (the averaged generator), G or D")
+    ] = "G_ema",
 ) -> None:
-    """Convert a pytorch-CycleGAN-and-pix2pix or GAN Compression checkpoint into a transgan model file."""
+    """Convert a pytorch-CycleGAN-and-pix2pix, GAN Compression or StyleGAN2-ADA checkpoint into a model file."""
     import transgan
+
+    if src.suffix == ".pkl":
+        if out.suffix != ".safetensors":
+            raise TransganError(f"{out}: the output file must end in .safetensors")
+        from transgan.convert.stylegan_pickle import convert_snapshot, save_converted
+
+        net = convert_snapshot(src, network)
+        path = save_converted(net, out)
+        typer.echo(f"wrote {path}: {network} as {net.transgan_arch} {_stylegan_line(net.transgan_config)}")
+        return
     from transgan.convert import load_gan_compression_checkpoint, load_reference_checkpoint
     from transgan.registry import NETWORKS
 
@@ -69,7 +86,23 @@ def convert_command(
 
 
 def _config_line(config: dict[str, Any]) -> str:
-    shown = ("input_nc", "output_nc", "ngf", "ndf", "channels", "norm", "n_layers", "dropout")
+    shown = (
+        "input_nc",
+        "output_nc",
+        "ngf",
+        "ndf",
+        "channels",
+        "norm",
+        "n_layers",
+        "dropout",
+        "antialias",
+        "antialias_up",
+    )
+    return " ".join(f"{key}={config[key]}" for key in shown if key in config)
+
+
+def _stylegan_line(config: dict[str, Any]) -> str:
+    shown = ("image_size", "num_classes", "latent_dim", "w_dim", "channel_base", "channel_max", "architecture")
     return " ".join(f"{key}={config[key]}" for key in shown if key in config)
 
 

@@ -62,24 +62,40 @@ def fid(
         Path | None, typer.Option(help=".npz to store the real images' features in and reuse next time")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    nproc: Annotated[
+        int | None, typer.Option(min=1, help="extract features in N processes on this machine (or run under torchrun)")
+    ] = None,
+    context: typer.Context = None,
 ) -> None:
     """FID between real and generated images (Inception-v3 pool features, as torch-fidelity and pytorch-fid)."""
-    from transgan.metrics import compare_folders, load_extractor
+    from transgan.cli.translate import same_command_without_nproc
 
-    device = _device(device)
+    from transgan.inference.sharding import current_shard, run_shards, shard_device
+    from transgan.metrics import compare_folders, load_extractor
+    from transgan.metrics.features import sharded_extraction
+
+    if nproc is not None and nproc > 1:  # the processes wait for each other's features: a failure stops all
+        say = lambda line: typer.echo(line, err=True)  # noqa: E731
+        raise typer.Exit(run_shards(nproc, same_command_without_nproc(context), say, together=True))
+    shard = current_shard()
+    device = shard_device(device, shard)
     extractor = load_extractor(features, inception_weights, device)
-    results = compare_folders(
-        real_dir,
-        fake_dir,
-        extractor,
-        kid=kid,
-        pr=pr,
-        inception=inception_score,
-        batch_size=batch_size,
-        device=device,
-        cache=cache_stats,
-    )
-    _report(results, as_json, f"{fake_dir} vs {real_dir}")
+    # Every process reads a --cache-stats file that is there (they must agree on what to compute); one writes it.
+    cache = cache_stats if shard.rank == 0 or (cache_stats is not None and cache_stats.is_file()) else None
+    with sharded_extraction(shard):
+        results = compare_folders(
+            real_dir,
+            fake_dir,
+            extractor,
+            kid=kid,
+            pr=pr,
+            inception=inception_score,
+            batch_size=batch_size,
+            device=device,
+            cache=cache,
+        )
+    if shard.rank == 0:  # every process has the result; one reports it
+        _report(results, as_json, f"{fake_dir} vs {real_dir}")
 
 
 @app.command()

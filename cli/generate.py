@@ -18,12 +18,26 @@ def generate_command(
     out: Annotated[Path, typer.Option("--out", help="a grid image (.png/.jpg) or a folder for one PNG per sample")],
     classes: Annotated[
         list[str] | None,
-        typer.Option("--class", help="class name or index; repeat for several (two with --interpolate)"),
+        typer.Option(
+            "--class",
+            help="class name or index; repeat for several (two with --interpolate); 'all': every class of a "
+            "conditional model, one row of --n samples (default 8) per class",
+        ),
     ] = None,
     n: Annotated[
         int | None, typer.Option("--n", help="samples per class (default 64), or rows with --interpolate (default 1)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the noise: the same seed gives the same images")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="seed of the noise: the same seed gives the same images; StyleGAN2 models: sample i uses the "
+            "official generate.py's seed S+i (z = numpy RandomState(S+i).randn(1, z_dim))"
+        ),
+    ] = 0,
+    noise_mode: Annotated[
+        str | None,
+        typer.Option(help="StyleGAN per-pixel noise: const (the model's fixed noise; default), random or none"),
+    ] = None,
     truncation: Annotated[
         float | None,
         typer.Option(
@@ -71,11 +85,19 @@ def generate_command(
         raise TransganError(f"--out {out}: an animation shows an interpolation, one frame per step: add --interpolate")
     if space is not None and not interpolate:
         raise TransganError("--space chooses where --interpolate walks: add --interpolate")
+    if nrow is not None and (interpolate or mix):
+        # Those layouts are fixed: one row per walk (--steps columns), or the mixing grid's seeds.
+        raise TransganError("--nrow sets the columns of a sample grid; --interpolate and --mix lay out their own")
+    every_class = "all" in (classes or [])
+    if every_class and (len(classes) > 1 or interpolate or mix):
+        raise TransganError("--class all draws every class on its own: give no other --class, --interpolate or --mix")
     device = resolve_device(device)
     model_file = open_model(model, device)
     G, names = model_file.primary, model_file.class_names
     mode = model_file.info().test_time
-    labels = [class_index(names, value) for value in classes or []]
+    if every_class and not names:
+        raise TransganError(f"{model} is an unconditional model: it has no classes for --class all; leave out --class")
+    labels = list(range(len(names))) if every_class else [class_index(names, value) for value in classes or []]
     if labels and not names:
         raise TransganError(f"{model} is an unconditional model: leave out --class")
     if mix:
@@ -105,9 +127,9 @@ def generate_command(
             images = interpolate_classes(G, labels[0], labels[1], steps, n or 1, seed, truncation)
         columns = steps
     else:
-        per_class = n or 64
+        per_class = n or (8 if every_class else 64)
         with test_time(G, mode, seed):
-            images = generate(G, labels or None, per_class, seed, truncation)
+            images = generate(G, labels or None, per_class, seed, truncation, noise_mode)
         columns = nrow or (per_class if len(labels) > 1 else min(per_class, 8))
     written = write_images(images, out, columns, [names[k] for k in labels] if labels and not interpolate else None)
     typer.echo(f"{len(images)} images written to {written}")

@@ -26,6 +26,12 @@ def serve_command(
     max_side: Annotated[int, typer.Option(min=1, help="largest image width or height; larger ones get 422")] = 2048,
     max_samples: Annotated[int, typer.Option(min=1, help="most images one /generate request may ask for")] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: warning, info, debug")] = "info",
+    tile: Annotated[
+        int | None, typer.Option(help="translate in tiles of N pixels, equal to whole images (torch engine)")
+    ] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="e.g. 2GB: uploads whose activations would not fit run in tiles (torch)")
+    ] = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /translate or /generate, GET /info and /health, a demo page at /.
 
@@ -39,11 +45,12 @@ def serve_command(
     except ImportError as error:
         missing = error.name or "a package"
         raise TransganError(f"serve needs its extra ({missing} is missing): pip install 'transgan[serve]'") from error
-    from transgan.inference.engines import open_engine
+    from transgan.inference.tiles import open_translator
     from transgan.serve.app import create_app
     from transgan.serve.model import Limits, ServedModel
 
-    runner = open_engine(model, engine=engine, device=device, precision=precision, direction=direction)
+    options = {"engine": engine, "device": device, "precision": precision, "direction": direction}
+    runner = open_translator(model, tile, max_memory, **options)
     if runner.info.get("kind") not in ("translator", "sampler"):
         raise TransganError(f"{model}: a {runner.info.get('kind')} cannot be served; serve a generator")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_side=max_side, max_samples=max_samples)

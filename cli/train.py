@@ -39,7 +39,7 @@ class TaskGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands:
             # A built-in is made from its torch-free config: `transgan train cyclegan --help` imports no torch.
-            known = False
+            known = cmd_name in BUILTIN_TASK_CONFIGS
             self._add_commands(builtin_task_commands([cmd_name]) if known else task_commands())
         return super().get_command(ctx, cmd_name)
 

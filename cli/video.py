@@ -44,7 +44,7 @@ def _report(console: Console, summary) -> None:
 
 def translate_clip(model: str, source: Path, target: Path, *, crf: int, overwrite: bool, **options) -> None:
     """`transgan translate MODEL clip.mp4 out.mp4` (or OUT_DIR/): one video, frames batched through the engine."""
-    from transgan.inference.engines import open_engine
+    from transgan.inference.tiles import open_translator
     from transgan.inference.video import UnreadableVideo, output_path, translate_video
 
     console = Console(stderr=True, highlight=False)
@@ -53,7 +53,7 @@ def translate_clip(model: str, source: Path, target: Path, *, crf: int, overwrit
         console.print(f"{target} exists; --overwrite to redo it", markup=False, soft_wrap=True)
         return
     batch_size, resize = options.pop("batch_size"), options.pop("resize")
-    runner = open_engine(model, **options)
+    runner = open_translator(model, options.pop("tile", None), options.pop("max_memory", None), **options)
     console.print(f"translating {source} with {runner.describe()}", markup=False, soft_wrap=True)
     with _progress(console) as progress:
         task = progress.add_task(source.name, total=None)

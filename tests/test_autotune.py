@@ -1,18 +1,26 @@
-"""Engine and batch-size choice by measuring: the fastest wins, the choice is cached per model and machine."""
+"""`--engine auto`: the fastest engine wins, choices are cached per model and machine, and what measuring may cost
+is set by the job (a first timing times the image count): small jobs run the default, large ones measure more."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import transgan
+from transgan import checkpoint
+from transgan.errors import TransganError
 from transgan.inference import autotune as tuning
-from transgan.inference.autotune import Candidate, Measurement, autotune, machine_description, measure, pick, tuning_key
+from transgan.inference.autotune import autotune, measuring_budget, open_auto
+from transgan.inference.candidates import ThreadCapped, affordable, default_candidates, thread_counts
 from transgan.inference.engines import Engine, open_engine
+from transgan.inference.measure import Candidate, Measurement, measure, pick
+from transgan.inference.tuning_cache import machine_description, tuning_key
+from transgan.models import open_model
 from transgan.nets import build_network
 
 
@@ -125,27 +133,37 @@ def test_measurement_stays_within_budget(tmp_path):
 
 
 def test_default_candidates_on_a_real_model(tmp_path):
-    model = tiny_model(tmp_path / "m.safetensors")
+    model = open_model(tiny_model(tmp_path / "m.safetensors"))
     broken = tmp_path / "missing-int8.onnx"  # an int8 graph that is not there is skipped with its reason
-    names = [c.name for c in tuning.default_candidates(model, "cpu", int8=broken, threads=[0, 1])]
-    assert names == ["torch", "torch@1", "onnx", "onnx@1", "onnx-cpu", "onnx-cpu@1", "onnx-int8", "onnx-int8@1"]
-    # One ONNX export is enough to show the real engines side by side (each export takes seconds).
-    candidates = [c for c in tuning.default_candidates(model, "cpu", int8=broken, threads=[0]) if c.name != "onnx"]
-    choice, engine = autotune(model, size=(32, 32), batch_sizes=(1, 2), budget_s=10, candidates=candidates)
-    assert choice.engine in {"torch", "onnx-cpu"} and "onnx-int8" in choice.skipped
-    assert {m.engine for m in choice.measurements if m.batch_size == 1} == {"torch", "onnx-cpu"}
+    names = [c.name for c in default_candidates(model, "cpu", size=(32, 32), int8=broken, threads=[0, 1])]
+    assert names == ["torch-cpu", "onnx-cpu", "torch", "onnx", "onnx-int8",
+                     "torch-cpu@1", "onnx-cpu@1", "torch@1", "onnx@1", "onnx-int8@1"]  # fmt: skip
+    # The static graph with CPU rewrites for the folder's size is the one export worth measuring here.
+    candidates = [c for c in default_candidates(model, "cpu", size=(32, 32), int8=broken, threads=[0])
+                  if c.name in ("torch-cpu", "onnx-cpu", "onnx-int8")]  # fmt: skip
+    assert [c.prepare_s > 0 for c in candidates] == [False, True, False]  # the static export is not cached yet
+    choice, engine = autotune(model, size=(32, 32), batch_sizes=(1, 2), budget_s=2, candidates=candidates)
+    assert choice.engine in {"torch-cpu", "onnx-cpu"} and "onnx-int8" in choice.skipped
+    assert {m.engine for m in choice.measurements if m.batch_size == 1} == {"torch-cpu", "onnx-cpu"}
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     expected = open_engine(model, engine="torch", device="cpu").run(x)
     assert np.abs(engine.run(x) - expected).max() < 1e-4
+    # Once exported, the static graph costs nothing to open again; other sizes run on the default engine.
+    again = {c.name: c for c in default_candidates(model, "cpu", size=(32, 32), threads=[0])}
+    assert again["onnx-cpu"].prepare_s == 0
+    sized = again["onnx-cpu"].open()
+    y = np.random.default_rng(1).uniform(-1, 1, (1, 3, 24, 40)).astype(np.float32)
+    assert np.abs(sized.run(y) - open_engine(model, engine="torch", device="cpu").run(y)).max() < 1e-4
+    assert "32x32" in sized.describe() and "CPU rewrites" in sized.describe()
 
 
 def test_thread_capped_engine_restores_the_count(tmp_path):
     model = tiny_model(tmp_path / "m.safetensors")
-    engine = tuning.ThreadCapped(open_engine(model, engine="torch", device="cpu"), 1)
+    engine = ThreadCapped(open_engine(model, engine="torch", device="cpu"), 1)
     before = torch.get_num_threads()
     assert engine.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3, 32, 32)
     assert torch.get_num_threads() == before
-    assert tuning.thread_counts("cuda") == [0] and tuning.thread_counts("cpu")[0] == 0
+    assert thread_counts("cuda") == [0] and thread_counts("cpu")[0] == 0
 
 
 def test_pick_weighs_setup_for_a_known_job():
@@ -156,12 +174,86 @@ def test_pick_weighs_setup_for_a_known_job():
     assert pick([quick_start, fast_run], images=1000) is fast_run  # 125.5 s vs 106 s
 
 
-def test_auto_on_a_small_job_runs_eager_without_measuring(tmp_path):
+def test_the_budget_follows_the_job():
+    assert measuring_budget(40.0) == pytest.approx((4.0, 10.0))  # a tenth measuring, a quarter exporting
+    assert measuring_budget(10_000.0, budget_s=60) == pytest.approx((60.0, 2500.0))
+    free = Candidate("default", lambda: None)
+    runs = [Candidate(f"cheap{i}", lambda: None) for i in range(3)]
+    export = Candidate("exported", lambda: None, prepare="graph", prepare_s=5.0)
+    shared = Candidate("exported@1", lambda: None, prepare="graph", prepare_s=5.0)
+    # Three runs of 0.5 s per candidate measured: 4 s of measuring pays for two more candidates.
+    chosen, left = affordable([free, *runs], 0.5, measure_s=4.0, prepare_s=0.0)
+    assert [c.name for c in chosen] == ["default", "cheap0", "cheap1"] and [c.name for c in left] == ["cheap2"]
+    # An export counts once for the thread-count variants that share it; the first candidate is always in.
+    chosen, _ = affordable([free, export, shared], 0.1, measure_s=4.0, prepare_s=5.0)
+    assert [c.name for c in chosen] == ["default", "exported", "exported@1"]
+    chosen, left = affordable([free, export, shared], 0.1, measure_s=4.0, prepare_s=4.9)
+    assert [c.name for c in chosen] == ["default"] and len(left) == 2
+
+
+def test_small_job_runs_the_default_without_measuring(tmp_path):
     model = tiny_model(tmp_path / "m.safetensors")
     sample = np.zeros((3, 32, 32), np.float32)
-    engine, batch = tuning.open_auto(model, "cpu", sample=sample, job_images=3)
-    assert engine.name == "torch" and batch is None  # 3 tiny images: measuring would cost more than it saves
-    assert not (tmp_path / "cache" / "autotune").exists()
+    lines: list[str] = []
+    engine, batch = open_auto(model, "cpu", sample=sample, job_images=3, say=lines.append)
+    # 3 tiny images: a tenth of the job pays for no other engine; the default (torch, CPU rewrites) runs as it is.
+    assert engine.name == "torch" and engine.info["rewrites"] and batch is None
+    assert "without measuring" in lines[-1]
+    assert not (tmp_path / "cache" / "autotune").exists() and not (tmp_path / "cache" / "onnx").exists()
+
+
+def test_a_fake_first_timing_decides_how_much_is_measured(tmp_path):
+    model = tiny_model(tmp_path / "m.safetensors")
+    sample = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32)).astype(np.float32)
+    options = {"device": "cpu", "sample": sample, "budget_s": 4}
+    # 1,000 images at 10 ms: 10 s of work, 1 s to measure, 2.5 s to export: the cheap engines only, no export.
+    engine, batch = open_auto(model, job_images=1000, seconds_per_image=0.01, **options)
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "autotune").glob("*.json")]
+    assert len(stored) == 1 and batch == stored[0]["choice"]["batch_size"]
+    measured = {m["engine"] for m in stored[0]["measurements"]}
+    assert "torch-cpu" in measured and "torch" in measured and not measured & {"onnx-cpu", "onnx", "compiled"}
+    assert {"onnx-cpu", "onnx", "compiled"} <= set(stored[0]["left_out"])
+    assert not (tmp_path / "cache" / "onnx").exists()  # nothing exported
+    # The same job again: the cached choice, nothing measured or exported.
+    lines: list[str] = []
+    open_auto(model, job_images=1000, seconds_per_image=0.01, say=lines.append, **options)
+    assert "(cached)" in lines[-1] and not (tmp_path / "cache" / "onnx").exists()
+    # A job whose quarter pays for the static export (5 s estimated) but not a compile: measured again, with it.
+    open_auto(model, job_images=1000, say=lines.append, **options)  # the cached speed estimates this job
+    lines.clear()
+    engine, _ = open_auto(model, job_images=3000, seconds_per_image=0.01, say=lines.append, **options)
+    assert any(line.startswith("measuring") for line in lines)
+    stored = json.loads(next((tmp_path / "cache" / "autotune").glob("*.json")).read_text())
+    measured = {m["engine"] for m in stored["measurements"]}
+    assert "onnx-cpu" in measured and "compiled" not in measured and "compiled" in stored["left_out"]
+    assert list((tmp_path / "cache" / "onnx").glob("*-32x32b1.onnx"))
+
+
+def test_the_model_file_is_read_once(tmp_path, monkeypatch):
+    path = tiny_model(tmp_path / "m.safetensors")
+    reads: list[Path] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        if self.resolve() == path.resolve():
+            reads.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    monkeypatch.setattr(checkpoint, "load_file", lambda *a, **k: pytest.fail("a second way of reading the file"))
+    sample = np.zeros((3, 32, 32), np.float32)
+    # Measuring with exports (static and dynamic graphs), torch engines and their copies: one read of the file.
+    open_auto(str(path), "cpu", sample=sample, job_images=10_000, seconds_per_image=0.01, budget_s=3)
+    assert len(reads) == 1
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+
+def test_int8_with_auto_on_a_small_job_is_refused_before_exporting(tmp_path, real_data):
+    model = tiny_model(tmp_path / "m.safetensors")
+    sample = np.zeros((3, 32, 32), np.float32)
+    with pytest.raises(TransganError, match=r"--int8 with --engine auto: 3 images .* too few .* --engine onnx --int8"):
+        open_auto(model, "cpu", sample=sample, job_images=3, int8_calibrate=real_data("horse2zebra", "testA"))
+    assert not (tmp_path / "cache" / "onnx").exists()  # refused before the (minutes long) int8 export
 
 
 def test_larger_batches_that_lose_stop_the_search(tmp_path):
@@ -172,3 +264,7 @@ def test_larger_batches_that_lose_stop_the_search(tmp_path):
     # Batch 2 is half as fast per image as batch 1, so batches 4 and 8 are not even tried.
     assert [m.batch_size for m in results] == [1, 2]
     assert pick(results).batch_size == 1
+
+
+def test_autotune_module_is_the_small_orchestrator():
+    assert tuning.MEASURE_SHARE == 0.1 and len(Path(tuning.__file__).read_text().splitlines()) < 300

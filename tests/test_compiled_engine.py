@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import transgan
 from transgan.checkpoint import ModelFile
 from transgan.errors import TransganError
-from transgan.inference.compiled import CompiledEngine, batch_bucket
+from transgan.inference.compiled import CompiledEngine, batch_bucket, open_compiled
 from transgan.inference.engines import TorchEngine
 from transgan.nets import build_network
 
@@ -77,3 +78,37 @@ def test_samplers_are_refused():
     info = ModelFile.from_networks({"G": net}).info().as_dict()
     with pytest.raises(TransganError, match="translators"):
         CompiledEngine(net, info, "cpu")
+
+
+def test_open_compiled_takes_a_model_file_and_compiles_a_copy(tmp_path):
+    from transgan.inference.engines import open_engine
+    from transgan.models import open_model
+
+    torch.manual_seed(0)
+    path = transgan.save(build_network("resnet", ngf=4, n_blocks=1), tmp_path / "m.safetensors", task="cyclegan",
+                         directions={"AtoB": "G"})  # fmt: skip
+    model = open_model(path)
+    engine = open_compiled(model, "cpu", backend="eager")  # dynamo traces as for inductor, without codegen
+    net, _ = model.generator()
+    assert engine.net is not net  # the ModelFile's network keeps its memory format and modes for other engines
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+    expected = open_engine(model, engine="torch", device="cpu").run(x)
+    assert np.abs(engine.run(x) - expected).max() <= 1e-5
+    with pytest.raises(TransganError, match="--compile goes with --engine torch, not onnx"):
+        open_engine(model, engine="onnx", device="cpu", compile=True)
+
+
+@pytest.mark.parametrize("engines", [["onnx"], ["torch", "compiled"], ["torch", "tensorrt"]])
+def test_bench_compile_is_refused_for_other_engines(tmp_path, engines):
+    from transgan.cli.app import build_app
+    from typer.testing import CliRunner
+
+    torch.manual_seed(0)
+    path = transgan.save(build_network("resnet", ngf=4, n_blocks=1), tmp_path / "m.safetensors")
+    args = ["bench", str(path), "--compile", "--device", "cpu", "--size", "32x32"]
+    for name in engines:
+        args += ["--engine", name]
+    result = CliRunner().invoke(build_app(), args)
+    assert isinstance(result.exception, TransganError), result.output
+    assert f"--compile goes with --engine torch, not {engines[-1]}" in str(result.exception)
+    assert "\n" not in str(result.exception)

@@ -301,6 +301,6 @@ def test_eval_model_runs_pix2pix_the_reference_way_and_gives_live_networks_back(
         for mode in ("reference", "eval")
     }
     assert scores["reference"]["l1"] != pytest.approx(scores["eval"]["l1"])
-    assert all(module.training for module in net.modules())  # the trainer's network, as it lent it
+    assert all(module.training for module in net.modules())  # the trainer's network, as it handed it over
     again = evaluate_model(live, pairs, metrics=frozenset({"paired"}), n=3, out_dir=tmp_path / "again")
     assert again == scores["reference"]  # the model's own mode, with the same dropout seed

@@ -58,7 +58,7 @@ def test_eval_every_eval_model_export_and_bench(task, shapes_rgb, tmp_path, extr
     if len(names) > 1:
         feeds[names[1]] = labels.numpy().astype(np.int64)
     got = session.run(None, feeds)[0]
-    assert np.abs(got - expected).max() <= 1e-4  # the parity bound
+    assert np.abs(got - expected).max() <= 1e-4  # the ONNX parity bound
 
     result = cli("bench", str(run), "--engine", "torch", "--batch-size", "2", "--iterations", "2", "--warmup", "1",
                  "--device", "cpu", "--json")  # fmt: skip

@@ -13,6 +13,7 @@ import transgan
 from transgan.convert import load_gan_compression_checkpoint
 from transgan.errors import TransganError
 from transgan.export.int8 import (
+    Int8Refused,
     LayerError,
     calibration_images,
     choose_layers,
@@ -23,6 +24,7 @@ from transgan.export.int8 import (
     split_images,
 )
 from transgan.export.onnx import export_onnx
+from transgan.export.options import DEFAULT_MIN_PSNR, check_min_psnr
 from transgan.inference.engines import OnnxEngine
 from transgan.nets import build_network
 
@@ -97,7 +99,7 @@ def test_refuses_below_the_bound_and_writes_nothing(tmp_path, real_data):
         export_int8(model, out, horses, min_psnr=90, size=32, max_images=5)
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
     # Cached exports remember a measured refusal: the second call answers at once with the same line.
-    with pytest.raises(TransganError, match="90 dB") as first:
+    with pytest.raises(Int8Refused, match="90 dB") as first:
         exported_int8(model, horses, min_psnr=90)
     cached = list((tmp_path / "cache" / "onnx").glob("*.refused.json"))
     assert len(cached) == 1
@@ -148,8 +150,17 @@ def test_cli_export_int8_and_translate_with_it(tmp_path, real_data):
         invoke("export", model, out, "--int8")
     with pytest.raises(TransganError, match="--fp16"):
         invoke("export", model, out, "--int8", "--calibrate", horses, "--fp16")
-    text = invoke("export", model, out, "--int8", "--calibrate", horses, "--calibrate-size", "32", "--min-psnr", "30")
+    for bound in ("0", "-5"):  # refused before anything is exported, in one line
+        with pytest.raises(TransganError, match=f"--min-psnr {bound}: give a positive number of dB"):
+            invoke("export", model, out, "--int8", "--calibrate", horses, "--min-psnr", bound)
+    with pytest.raises(TransganError, match="--min-psnr goes with --int8"):
+        invoke("export", model, out, "--min-psnr", "30")
+    text = invoke("export", model, out, "--int8", "--calibrate", horses, "--calibrate-size", "32", "--min-psnr", "30",
+                  "--opset", "19")  # fmt: skip
     assert "int8:" in text and "held-out images" in text and out.is_file()
+    # --opset is honoured with --int8: the quantized graph keeps the fp32 graph's opset.
+    opsets = {entry.domain: entry.version for entry in onnx.load(str(out)).opset_import}
+    assert opsets[""] == 19
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -162,3 +173,17 @@ def test_cli_export_int8_and_translate_with_it(tmp_path, real_data):
         invoke("translate", fp32, folder, tmp_path / "o", "--int8")
     text = invoke("translate", out, folder, tmp_path / "o", "--device", "cpu", "--engine", "onnx", "--int8")
     assert "(int8" in text and "2 translated" in text
+
+
+def test_min_psnr_is_checked_once_and_a_mistake_is_never_cached(tmp_path, real_data):
+    assert check_min_psnr(None) == DEFAULT_MIN_PSNR == 35.0 and check_min_psnr(28.5) == 28.5
+    for bad in (0.0, -3.0, float("nan"), float("inf")):
+        with pytest.raises(TransganError, match="--min-psnr .*: give a positive number of dB, like 35"):
+            check_min_psnr(bad)
+    torch.manual_seed(0)
+    model = transgan.save(build_network("resnet", ngf=4, n_blocks=1), tmp_path / "m.safetensors")
+    for _ in range(2):  # the same line both times, and no refusal written to the cache
+        with pytest.raises(TransganError, match="--min-psnr -5: give a positive number") as caught:
+            exported_int8(model, real_data("horse2zebra", "testA"), min_psnr=-5)
+        assert not isinstance(caught.value, Int8Refused)
+    assert not list((tmp_path / "cache").rglob("*.refused.json"))

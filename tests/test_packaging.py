@@ -23,8 +23,8 @@ def lend_site_packages(python: Path) -> None:
         [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
     )
     assert venv_site.returncode == 0, venv_site.stderr
-    lent = [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
-    (Path(venv_site.stdout.strip()) / "outer-environment.pth").write_text("".join(f"{entry}\n" for entry in lent))
+    outer = [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
+    (Path(venv_site.stdout.strip()) / "outer-environment.pth").write_text("".join(f"{entry}\n" for entry in outer))
 
 
 def test_wheel_in_a_fresh_venv(tmp_path):

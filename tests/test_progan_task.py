@@ -1,8 +1,11 @@
 """The progan task: stages switch resolution and batch size on schedule, alpha ramps 0 -> 1 over each fade,
-resume in the middle of a fade is bit-exact, the CLI trains and generates."""
+resume in the middle of a fade is bit-exact, a model file written mid-fade restores the EMA generator exactly,
+the CLI trains and generates."""
 
 from __future__ import annotations
 
+import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,35 @@ def test_bad_options_are_one_line_errors(shapes, tmp_path, options):
     config = ProGANConfig(data=str(shapes), **TINY, **{**SCHEDULE, **options})
     with pytest.raises(TransganError):
         build_trainer("progan", config, quiet(tmp_path / "bad", steps=1))
+
+
+def test_model_file_written_mid_fade_restores_the_ema_generator_exactly(shapes, tmp_path):
+    """A checkpoint after step 4, inside stage 1's fade (alpha 0.5) and on no sample step (drawing a grid stages
+    the EMA copy itself and would hide a copy the trainer left behind): the model file written then holds the
+    EMA generator at depth 1, alpha 0.5, and the loaded generator's images equal that copy's to the bit."""
+    config = ProGANConfig(data=str(shapes), **TINY, **SCHEDULE)
+    trainer = build_trainer("progan", config, quiet(tmp_path / "run", steps=6, ema=0.9, checkpoint_every=4))
+    kept = {}
+    first_phase = trainer.phases[0]
+    first_loss = first_phase.loss
+
+    def keep_step_4_model_file():
+        if trainer.step == 4 and not kept:  # the step-4 checkpoint and model file are written; step 5 not begun
+            kept["file"] = tmp_path / "mid_fade.safetensors"
+            shutil.copyfile(trainer.files.model_path, kept["file"])
+            kept["G"] = copy.deepcopy(trainer.inference_networks()["G"])  # weights as written (EMA updates later)
+        return first_loss()
+
+    first_phase.loss = keep_step_4_model_file
+    trainer.fit()
+    assert [row["stage/alpha"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl")][3] == 0.5
+    assert kept["G"] is not trainer.task.networks["G"]  # the EMA copy
+    G = transgan.load(kept["file"])
+    assert (G.depth, G.alpha) == (1, 0.5)
+    average = kept["G"]
+    average.set_stage(1, 0.5)  # the stage of step 4 (the copy has moved on to step 5's since)
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(G.eval()(z), average.eval()(z))
+    written = G.state_dict()
+    assert all(torch.equal(written[key], value) for key, value in average.state_dict().items())

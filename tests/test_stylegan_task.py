@@ -49,7 +49,7 @@ def test_trains_with_regularisers_on_schedule_and_generates_with_truncation(shap
     assert float(trainer.task.pl_mean) > 0  # the running mean moved from 0
 
     G = transgan.load(path)
-    assert type(G).__name__ == "StyleGANGenerator" and G.num_classes == 2
+    assert type(G).__name__ == "StyleGAN2Generator" and G.num_classes == 2
     assert not G.training  # eval mode: fixed noise, so a seed always gives the same image
     same = generate(G, [1], 3, seed=5, truncation=0.0)  # psi 0: every seed gives the class's average image
     plain = generate(G, [1], 3, seed=5)

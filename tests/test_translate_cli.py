@@ -185,3 +185,35 @@ def test_convert_cli_imports_the_gan_compression_checkpoint(real_data, tmp_path)
     assert model.meta["task"] == "translation" and model.meta["directions"] == {"AtoB": "G"}
     assert model.primary.transgan_arch == "mobile_resnet"
     assert sum(p.numel() for p in model.primary.parameters()) == 356_867
+
+
+def test_int8_options_are_honoured_or_refused_in_one_line(model, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSGAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    for bound in ("0", "-2"):  # one shared check: never silently replaced by the default
+        with pytest.raises(TransganError, match=f"--min-psnr {bound}: give a positive number of dB"):
+            invoke("translate", model, folder, out, "--int8", "--min-psnr", bound)
+    with pytest.raises(TransganError, match="--calibrate and --min-psnr go with --int8"):
+        invoke("translate", model, folder, out, "--calibrate", folder)
+    # --engine auto measures the int8 graph it builds, so a folder too small to measure is refused before exporting.
+    with pytest.raises(TransganError, match=r"--int8 with --engine auto: 4 images .* too few"):
+        invoke("translate", model, folder, out, "--device", "cpu", "--int8")
+    assert not (tmp_path / "cache" / "onnx").exists()
+    # A video input takes the int8 options too: refused where they cannot run, never dropped.
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not decoded: the options are refused before the video is opened")
+    with pytest.raises(TransganError, match="--int8 runs with --engine onnx"):
+        invoke("translate", model, clip, tmp_path / "clip-out.mp4", "--device", "cpu", "--int8")
+    with pytest.raises(TransganError, match="--int8 on a model file needs --calibrate DIR"):
+        invoke("translate", model, clip, tmp_path / "clip-out.mp4", "--device", "cpu", "--engine", "onnx", "--int8")
+    with pytest.raises(TransganError, match="--min-psnr 0"):
+        invoke("translate", model, clip, tmp_path / "clip-out.mp4", "--int8", "--min-psnr", "0")
+
+
+def test_export_writes_the_cpu_graph_by_default_on_a_cpu_machine(model, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the default is the plain graph")
+    result = invoke("export", model, tmp_path / "m.onnx")
+    assert "CPU rewrites" in result.output
+    result = invoke("export", model, tmp_path / "plain.onnx", "--for-gpu")
+    assert "plain graph" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -81,6 +83,10 @@ class ModelFile:
 
     networks: dict[str, nn.Module]
     meta: dict[str, Any] = field(default_factory=dict)
+    # The file it was read from and the sha256 of its bytes (None for in-memory models): what caches of exports
+    # and engine choices key on, so nothing reads the file again.
+    source: Path | None = None
+    digest: str | None = None
 
     @classmethod
     def from_networks(cls, networks: nn.Module | dict[str, nn.Module], **model_file_kwargs: Any) -> ModelFile:
@@ -206,6 +212,12 @@ def read_safetensors(path: Path, expected_format: str) -> tuple[dict[str, torch.
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise TransganError(f"{path}: not a readable safetensors file ({error})") from error
+    return _checked(tensors, header, path, expected_format)
+
+
+def _checked(
+    tensors: dict[str, torch.Tensor], header: dict[str, str], path: Path, expected_format: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if header.get("format") != expected_format:
         found = header.get("format", "no transgan metadata")
         raise TransganError(f"{path}: expected a {expected_format} file, found {found}")
@@ -290,11 +302,20 @@ def networks_from_tensors(
 def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFile:
     """All networks of a model file, in eval mode on `device`, with their metadata."""
     path = Path(path)
-    tensors, meta = read_safetensors(path, MODEL_FORMAT)
+    if not path.is_file():
+        raise TransganError(f"{path}: no such file")
+    try:  # one read of the file: its bytes give the tensors, the header and the digest
+        data = path.read_bytes()
+        tensors = safetensors_load(data)
+        header_size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise TransganError(f"{path}: not a readable safetensors file ({error})") from error
+    tensors, meta = _checked(tensors, header, path, MODEL_FORMAT)
     networks = networks_from_tensors(meta["networks"], tensors, path)
     for net in networks.values():
         net.to(device).eval()
-    return ModelFile(networks, meta)
+    return ModelFile(networks, meta, source=path, digest=hashlib.sha256(data).hexdigest())
 
 
 def load(path: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> nn.Module:

@@ -38,6 +38,12 @@ class TrainConfig:
     max_minutes: float = option(0.0, "stop (checkpoint and model file written) after this many minutes; 0: no limit")
     batch_size: int | None = option(None, "images per step, per process with DDP (default: the task's)")
     seed: int = option(0, "seed of weights, data order and augmentation")
+    init_from: str = option(
+        "",
+        "start a new run from this model's weights where their shapes fit (run directory, model file, pretrained "
+        "name, reference / GAN Compression / CUT .pth, StyleGAN2-ADA .pkl); fresh optimizers and schedule",
+    )
+    init_from_sha256: str = option("", "content hash of --init-from (recorded by the run); given, it must match")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", "fp32, bf16 (CPU or CUDA) or fp16 (CUDA, with a gradient scaler)")
     channels_last: bool = option(False, "channels_last memory format (faster convolutions on GPU)")

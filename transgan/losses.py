@@ -14,7 +14,13 @@ from transgan.registry import LOSSES
 
 # Every adversarial loss averages over all prediction elements, so a PatchGAN map (N, 1, H, W) and plain
 # logits (N,) are treated alike, as the reference GANLoss does. Predictions are cast to float32 first so
-# the loss stays accurate under autocast (fp16/bf16 logits lose precision in softplus and squares).
+# the loss stays accurate under autocast (fp16/bf16 logits lose precision in softplus and squares); float64
+# stays float64 (checks against reference runs in double precision).
+
+
+def _wide(x: Tensor) -> Tensor:
+    """`x` in float32, or float64 when it already is."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 class AdversarialLoss(Protocol):
@@ -42,13 +48,13 @@ class VanillaLoss(AdversarialLoss):
     """The reference GANLoss('vanilla'): binary cross-entropy on logits against targets 1 (real) and 0 (fake)."""
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
-        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        real_pred, fake_pred = _wide(real_pred), _wide(fake_pred)
         loss_real = F.binary_cross_entropy_with_logits(real_pred, torch.full_like(real_pred, real_label))
         loss_fake = F.binary_cross_entropy_with_logits(fake_pred, torch.zeros_like(fake_pred))
         return loss_real, loss_fake
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        fake_pred = fake_pred.float()
+        fake_pred = _wide(fake_pred)
         return F.binary_cross_entropy_with_logits(fake_pred, torch.ones_like(fake_pred))
 
 
@@ -57,13 +63,13 @@ class NonSaturatingLoss(AdversarialLoss):
     """The StyleGAN softplus form: D minimises softplus(-D(x)) + softplus(D(G(z))), G minimises softplus(-D(G(z)))."""
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
-        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        real_pred, fake_pred = _wide(real_pred), _wide(fake_pred)
         # With a smoothed target t the real term is the cross-entropy t*softplus(-x) + (1-t)*softplus(x).
         loss_real = real_label * F.softplus(-real_pred) + (1.0 - real_label) * F.softplus(real_pred)
         return loss_real.mean(), F.softplus(fake_pred).mean()
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        return F.softplus(-fake_pred.float()).mean()
+        return F.softplus(-_wide(fake_pred)).mean()
 
 
 @LOSSES.register("minimax")
@@ -74,7 +80,7 @@ class MinimaxLoss(NonSaturatingLoss):
     """
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        return -F.softplus(fake_pred.float()).mean()
+        return -F.softplus(_wide(fake_pred)).mean()
 
 
 @LOSSES.register("lsgan")
@@ -84,13 +90,13 @@ class LeastSquaresLoss(AdversarialLoss):
     decision_threshold = 0.5  # targets 1 and 0: D calls a prediction real above 0.5 (see discriminator_accuracy)
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
-        real_pred, fake_pred = real_pred.float(), fake_pred.float()
+        real_pred, fake_pred = _wide(real_pred), _wide(fake_pred)
         loss_real = F.mse_loss(real_pred, torch.full_like(real_pred, real_label))
         loss_fake = F.mse_loss(fake_pred, torch.zeros_like(fake_pred))
         return loss_real, loss_fake
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        fake_pred = fake_pred.float()
+        fake_pred = _wide(fake_pred)
         return F.mse_loss(fake_pred, torch.ones_like(fake_pred))
 
 
@@ -103,10 +109,10 @@ class HingeLoss(AdversarialLoss):
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
         _no_label_smoothing("hinge", real_label)
-        return F.relu(1.0 - real_pred.float()).mean(), F.relu(1.0 + fake_pred.float()).mean()
+        return F.relu(1.0 - _wide(real_pred)).mean(), F.relu(1.0 + _wide(fake_pred)).mean()
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        return -fake_pred.float().mean()
+        return -_wide(fake_pred).mean()
 
 
 @LOSSES.register("wasserstein")
@@ -118,10 +124,10 @@ class WassersteinLoss(AdversarialLoss):
 
     def discriminator(self, real_pred: Tensor, fake_pred: Tensor, real_label: float = 1.0) -> tuple[Tensor, Tensor]:
         _no_label_smoothing("wasserstein", real_label)
-        return -real_pred.float().mean(), fake_pred.float().mean()
+        return -_wide(real_pred).mean(), _wide(fake_pred).mean()
 
     def generator(self, fake_pred: Tensor) -> Tensor:
-        return -fake_pred.float().mean()
+        return -_wide(fake_pred).mean()
 
 
 def adversarial_loss(name: str) -> AdversarialLoss:
@@ -242,3 +248,25 @@ def discriminator_accuracy(real_pred: Tensor, fake_pred: Tensor, threshold: floa
 def decision_threshold(loss: Any) -> float:
     """Where an adversarial loss object separates real from fake predictions (its `decision_threshold`, else 0)."""
     return float(getattr(loss, "decision_threshold", 0.0))
+
+
+def patch_nce_loss(f_q: Tensor, f_k: Tensor, batch_size: int, temperature: float = 0.07) -> Tensor:
+    """CUT's PatchNCE loss per patch, shape (B * P,): each query f_q[i] (a patch of the output) must pick its
+    key f_k[i] (the same position in the input) among the other P - 1 keys of the same image.
+
+    f_q, f_k: (B * P, C), image-major, as PatchSampleF returns them; f_k gets no gradient. Logits are the
+    dot products divided by `temperature`; the positive's own negative (the diagonal) is set to -10 before
+    dividing, as in the reference. `batch_size` B splits the rows into images (negatives from the same image
+    only, CUT's and FastCUT's setting); 1 takes negatives from the whole batch.
+    """
+    f_q = _wide(f_q)
+    f_k = f_k.detach().to(f_q.dtype)
+    rows, dim = f_q.shape
+    l_pos = (f_q * f_k).sum(dim=1, keepdim=True)
+    q, k = f_q.view(batch_size, -1, dim), f_k.view(batch_size, -1, dim)
+    patches = q.shape[1]
+    l_neg = torch.bmm(q, k.transpose(2, 1))
+    diagonal = torch.eye(patches, device=f_q.device, dtype=torch.bool)[None]
+    l_neg = l_neg.masked_fill(diagonal, -10.0).view(-1, patches)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(rows, dtype=torch.long, device=f_q.device), reduction="none")

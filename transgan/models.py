@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from importlib import resources
@@ -54,6 +55,29 @@ def resolve_model_path(spec: str | Path) -> Path:
     return pretrained_path(str(spec))
 
 
-def open_model(spec: str | Path, device: str = "cpu") -> ModelFile:
-    """All networks and metadata of the model meant by `spec` (see resolve_model_path)."""
+def open_model(spec: str | Path | ModelFile, device: str = "cpu") -> ModelFile:
+    """All networks and metadata of the model meant by `spec` (see resolve_model_path), read once.
+
+    A ModelFile is returned as it is: every step after the first (autotune, engines, export) takes the one
+    ModelFile, whose `source` and `digest` key the caches, so the file is neither looked up nor read again.
+    """
+    if isinstance(spec, ModelFile):
+        return spec
     return read_model(resolve_model_path(spec), device)
+
+
+def model_label(model: ModelFile) -> str:
+    """A short name for files derived from `model` (cached exports, tuning results): its file's stem."""
+    return model.source.stem if model.source is not None else str(model.meta.get("primary") or "model")
+
+
+def model_digest(model: ModelFile) -> str:
+    """The sha256 of the model file's bytes; in-memory models hash their weights and metadata instead."""
+    if model.digest is not None:
+        return model.digest
+    digest = hashlib.sha256(json.dumps(model.meta, sort_keys=True, default=str).encode())
+    for name, net in sorted(model.networks.items()):
+        for key, value in net.state_dict().items():
+            digest.update(f"{name}.{key}".encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

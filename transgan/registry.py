@@ -278,12 +278,15 @@ NETWORKS = Registry(
     "transgan.networks",
     [
         "transgan.nets.resnet",
+        "transgan.nets.antialias",
         "transgan.nets.unet",
         "transgan.nets.patchgan",
         "transgan.nets.mobile_resnet",
         "transgan.nets.dcgan",
         "transgan.nets.conditional",
         "transgan.nets.stylegan",
+        "transgan.nets.stylegan2",
+        "transgan.nets.stylegan2_d",
         "transgan.nets.progan",
     ],
 )
@@ -294,6 +297,7 @@ TASKS = Registry(
     [
         "transgan.tasks.pix2pix",
         "transgan.tasks.cyclegan",
+        "transgan.tasks.cut",
         "transgan.tasks.cgan",
         "transgan.tasks.stylegan",
         "transgan.tasks.progan",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,30 @@ from transgan.stopping import TrainingInterrupted
 from transgan.trainer import GANTrainer
 
 
-def build(run: RunConfig) -> GANTrainer:
+def build(run: RunConfig, resume: bool = False) -> GANTrainer:
     """Seed everything, then build the dataset, the task's networks and the trainer (in that order, so the
-    same seed gives the same initial weights)."""
+    same seed gives the same initial weights). A new run with --init-from loads its weights before the trainer
+    exists, so the EMA copies it makes start from them."""
     task_class = TASKS.get(run.task)
     torch.manual_seed(run.train.seed)
     random.seed(run.train.seed)
     dataset = task_class.build_dataset(run.model)
-    return GANTrainer(task_class(run.model, dataset), run)
+    task = task_class(run.model, dataset)
+    if run.train.init_from and not resume:
+        run = _init_from(task, run)
+    return GANTrainer(task, run)
+
+
+def _init_from(task: Any, run: RunConfig) -> RunConfig:
+    """Load --init-from into the task's networks, print the table once, record the source's hash."""
+    from transgan.init_from import initialise, table
+
+    layout = task.model_file_kwargs()
+    layout.setdefault("primary", task.inference_networks()[0] if task.inference_networks() else None)
+    source, digest, reports = initialise(task.networks, layout, run.train.init_from, run.train.init_from_sha256)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(table(source, digest, reports))
+    return run.with_train(init_from_sha256=digest)
 
 
 def build_trainer(task_name: str, task_config: Any, train_config: TrainConfig) -> GANTrainer:
@@ -37,7 +54,7 @@ def fit(run: RunConfig, resume: bool = False) -> Path:
     """Train (or continue) `run`; returns the path of its model file. Under torchrun, every process calls this."""
     success = False
     try:
-        path = build(run).fit(resume=resume)
+        path = build(run, resume).fit(resume=resume)
         success = True
         return path
     except TrainingInterrupted:
@@ -82,6 +99,11 @@ def plan_run(
     - `--resume auto`: the same for --out when it holds a run, else a new run;
     - no --resume: a new run; an --out that holds a run is refused rather than overwritten.
     """
+    if resume_option is not None and resume_option != "auto" and train_options.get("init_from"):
+        raise TransganError(
+            f"--init-from with --resume {resume_option}: --resume continues a run from its own checkpoint, "
+            "--init-from starts a new one from other weights; give one of them"
+        )
     if resume_option is not None and resume_option != "auto":
         run_dir = Path(resume_option)
         stored = stored_run(run_dir)

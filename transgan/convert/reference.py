@@ -1,4 +1,5 @@
-"""Import state dicts saved by the reference pytorch-CycleGAN-and-pix2pix into transgan's own networks."""
+"""Import state dicts saved by the reference pytorch-CycleGAN-and-pix2pix (and by the official CUT code, whose
+generators and PatchGANs add blur-pool filters) into transgan's own networks."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ def infer_resnet(state: StateDict) -> dict[str, Any]:
         config["output_nc"] = convs[-1][1].shape[0]
     blocks = _ints_after(state, r"model\.(\d+)\.conv_block\..*")
     if blocks:
+        # CUT's generators keep their blur filters: 3x3 ones down (Downsample), 4x4 ones up (Upsample).
+        filters = [value.shape[-1] for key, value in state.items() if re.fullmatch(r"model\.\d+\.filt", key)]
+        config["antialias"], config["antialias_up"] = 3 in filters, 4 in filters
         config["n_blocks"] = len(blocks)
         # Block layout: [pad] conv norm relu [dropout] [pad] conv norm; 'zero' padding has no pad modules.
         convs = [index for index, _ in _conv_weights(state, rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight")]
@@ -120,6 +124,18 @@ def infer_patchgan(state: StateDict) -> dict[str, Any]:
         config["ndf"] = convs[0][1].shape[0]
         config["n_layers"] = len(convs) - 2
         config["norm"] = "batch" if "model.3.weight" in state else "instance"
+    return config
+
+
+def infer_antialias_patchgan(state: StateDict) -> dict[str, Any]:
+    """CUT's PatchGAN: a Downsample (blur filter, no weights) after each of the first n_layers activations."""
+    config: dict[str, Any] = {}
+    convs = _conv_weights(state, r"model\.(\d+)\.weight")
+    if convs:
+        config["input_nc"] = convs[0][1].shape[1]
+        config["ndf"] = convs[0][1].shape[0]
+        config["n_layers"] = len(convs) - 2
+        config["norm"] = "batch" if "model.4.weight" in state else "instance"
     return config
 
 
@@ -165,6 +181,7 @@ INFER: dict[str, Callable[[StateDict], dict[str, Any]]] = {
     "resnet": infer_resnet,
     "unet": infer_unet,
     "patchgan": infer_patchgan,
+    "patchgan_antialias": infer_antialias_patchgan,
     "pixel": infer_pixel,
     "mobile_resnet": infer_mobile_resnet,
 }
@@ -178,9 +195,15 @@ def guess_reference_arch(state: StateDict) -> str | None:
         num_downs = infer_unet(state).get("num_downs")
         return {8: "unet_256", 7: "unet_128"}.get(num_downs, "unet")
     if any(".conv_block." in key for key in state):
-        return {9: "resnet_9blocks", 6: "resnet_6blocks"}.get(infer_resnet(state).get("n_blocks"), "resnet")
+        config = infer_resnet(state)
+        name = {9: "resnet_9blocks", 6: "resnet_6blocks"}.get(config.get("n_blocks"), "resnet")
+        # CUT's default (blur-pool both ways) has its own name; one-sided layouts keep the flags as options.
+        both = config.get("antialias") and config.get("antialias_up")
+        return f"{name}_antialias" if both and name != "resnet" else name
     if "net.0.weight" in state:
         return "pixel"
+    if "model.0.weight" in state and "model.2.filt" in state:
+        return "basic_antialias" if infer_antialias_patchgan(state).get("n_layers") == 3 else "n_layers_antialias"
     if "model.0.weight" in state:
         return "basic" if infer_patchgan(state).get("n_layers") == 3 else "n_layers"
     return None

@@ -30,11 +30,11 @@ from PIL import Image
 from transgan import __version__
 from transgan.checkpoint import ModelFile
 from transgan.errors import TransganError
-from transgan.export.onnx import METADATA_KEY, export_onnx, set_metadata
+from transgan.export.onnx import METADATA_KEY, MIN_OPSET, export_onnx, set_metadata
+from transgan.export.options import DEFAULT_MIN_PSNR, check_min_psnr
 from transgan.images import UnreadableImage, load_image, no_images_error, scan_images
-from transgan.models import cache_dir
+from transgan.models import cache_dir, model_digest, model_label, open_model
 
-DEFAULT_MIN_PSNR = 35.0
 CANDIDATE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # Layers are chosen against a bound this much stricter than the user's: the held-out images are not the ones the
 # layers were measured on, and errors of several layers do not add exactly.
@@ -42,6 +42,10 @@ MARGIN_DB = 1.0
 PERCENTILE = 99.999  # activation ranges: min/max lets one outlier pixel stretch the 256 steps over a wide range
 MAX_TRIES = 4  # choose and check the combination at most this often before refusing
 VERIFY_IMAGES = 8  # calibration images the chosen combination is checked on
+
+
+class Int8Refused(TransganError):
+    """The int8 graph measured below the PSNR bound: a measurement (cached as such), not a mistake in the options."""
 
 
 @dataclass
@@ -294,6 +298,7 @@ def export_int8(
     probe_images: int = 2,
     test_time: str | None = None,
     on_progress: Callable[[str], None] | None = None,
+    opset: int = MIN_OPSET,
 ) -> Int8Report:
     """Write an int8 ONNX graph of `model`'s generator, calibrated on images from the folder `calibrate`.
 
@@ -301,12 +306,11 @@ def export_int8(
     calibration images; those that cost the least error per unit of work saved go int8 while the summed
     error keeps the output above `min_psnr` dB against the fp32 graph, the rest stays fp32. The final PSNR is
     measured on held-out images (every fifth): below `min_psnr` the export stops with a TransganError and
-    writes nothing. The graph carries transgan metadata with precision 'int8' and the measured PSNR, so
-    OnnxEngine runs it like any export. Translators only.
+    writes nothing (Int8Refused). The graph carries transgan metadata with precision 'int8' and the measured PSNR,
+    so OnnxEngine runs it like any export; `opset` is the fp32 graph's (the quantizer keeps it). Translators only.
     """
     say = on_progress or (lambda line: None)
-    if not math.isfinite(min_psnr) or min_psnr <= 0:
-        raise TransganError(f"--min-psnr {min_psnr}: give a positive number of dB, like 35")
+    min_psnr = check_min_psnr(min_psnr)
     if probe_images < 1:
         raise TransganError(f"probe_images {probe_images}: must be at least 1")
     listing = scan_images(calibrate)  # a folder mistake is reported before the slow export
@@ -317,7 +321,7 @@ def export_int8(
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="transgan-int8-") as work_dir:
         work = Path(work_dir)
-        fp32 = export_onnx(model, work / "fp32.onnx", direction=direction, test_time=test_time)
+        fp32 = export_onnx(model, work / "fp32.onnx", direction=direction, test_time=test_time, opset=opset)
         info = dict(fp32.metadata)
         if info["kind"] != "translator":
             raise TransganError(f"int8 export is for image translators; {info['arch']} is a {info['kind']}")
@@ -366,7 +370,7 @@ def export_int8(
             chosen = choose_layers(layers, min_psnr, scale)
         if not chosen:
             best = max(layers, key=lambda layer: layer.psnr_db)
-            raise TransganError(
+            raise Int8Refused(
                 f"int8 export of {info['arch']}: no layer keeps the output above {min_psnr:g} dB against fp32 "
                 f"(best single layer {best.name}: {best.psnr_db:.1f} dB); keep fp32, or lower --min-psnr"
             )
@@ -374,7 +378,7 @@ def export_int8(
         held_errors = errors(session, held_out)
         result, worst = psnr(float(np.mean(held_errors))), psnr(max(held_errors))
         if result < min_psnr:
-            raise TransganError(
+            raise Int8Refused(
                 f"int8 export of {info['arch']}: {result:.1f} dB against fp32 on {len(held_out)} held-out images from "
                 f"{calibrate}, below --min-psnr {min_psnr:g}; keep fp32, or lower --min-psnr to accept it"
             )
@@ -418,34 +422,44 @@ def folder_fingerprint(folder: Path) -> str:
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()
 
 
+def int8_cache_paths(
+    model: ModelFile, calibrate: str | Path, direction: str | None, min_psnr: float, test_time: str | None
+) -> tuple[Path, Path]:
+    """(the cached int8 graph, the cached refusal) for these options: what `exported_int8` reads and writes."""
+    parts = [model_digest(model).encode(), __version__.encode(), folder_fingerprint(Path(calibrate)).encode()]
+    parts.append(json.dumps([direction, check_min_psnr(min_psnr), test_time]).encode())
+    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    cached = cache_dir() / "onnx" / f"{model_label(model)}-{digest}-{direction or 'default'}-int8.onnx"
+    return cached, cached.with_suffix(".refused.json")
+
+
 def exported_int8(
-    model_path: Path,
+    model: str | Path | ModelFile,
     calibrate: str | Path,
     direction: str | None = None,
-    min_psnr: float = DEFAULT_MIN_PSNR,
+    min_psnr: float | None = DEFAULT_MIN_PSNR,
     test_time: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """The int8 export of the model file at `model_path`, cached by model, calibration folder and bound.
+    """The int8 export of `model` (a ModelFile, or what transgan.models resolves), cached by model, calibration
+    folder and bound.
 
-    A refusal (PSNR below the bound) is cached as well, so it is reported again at once instead of re-measured.
+    A measured refusal (Int8Refused: PSNR below the bound) is cached as well, so it is reported again at once
+    instead of re-measured; mistakes in the options (a bound that is not a positive number, an empty folder) are
+    checked first and never cached.
     """
-    calibrate = Path(calibrate)
-    parts = [model_path.read_bytes(), __version__.encode(), folder_fingerprint(calibrate).encode()]
-    parts.append(json.dumps([direction, min_psnr, test_time]).encode())
-    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    cached = cache_dir() / "onnx" / f"{model_path.stem}-{digest}-{direction or 'default'}-int8.onnx"
-    refused = cached.with_suffix(".refused.json")
+    min_psnr = check_min_psnr(min_psnr)
+    model = open_model(model)
+    cached, refused = int8_cache_paths(model, calibrate, direction, min_psnr, test_time)
     if cached.is_file():
         return cached
     if refused.is_file():
-        raise TransganError(json.loads(refused.read_text())["error"])
+        raise Int8Refused(json.loads(refused.read_text())["error"])
     try:
-        export_int8(model_path, cached, calibrate, direction, min_psnr, test_time=test_time, on_progress=on_progress)
-    except TransganError as error:
-        if "dB" in str(error):  # a measured refusal, not a setup mistake that the user may fix and retry
-            refused.parent.mkdir(parents=True, exist_ok=True)
-            refused.write_text(json.dumps({"error": str(error)}))
+        export_int8(model, cached, calibrate, direction, min_psnr, test_time=test_time, on_progress=on_progress)
+    except Int8Refused as error:
+        refused.parent.mkdir(parents=True, exist_ok=True)
+        refused.write_text(json.dumps({"error": str(error)}))
         raise
     return cached
 

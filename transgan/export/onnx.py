@@ -50,8 +50,10 @@ class ExportReport:
     def summary(self) -> str:
         shape = "dynamic " + "/".join(self.dynamic) if self.dynamic else "static shape"
         mode = self.metadata.get("test_time_note")
+        graph = "CPU rewrites (--for-gpu: plain graph)" if self.metadata.get("rewrites") else "plain graph"
         return (
-            f"wrote {self.path} (opset {self.opset}, {self.precision}, {shape}{', ' + mode if mode else ''}); "
+            f"wrote {self.path} (opset {self.opset}, {self.precision}, {shape}, {graph}"
+            f"{', ' + mode if mode else ''}); "
             f"ONNX Runtime vs PyTorch max abs diff {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
         )
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from transgan.checkpoint import ModelFile
 from transgan.errors import TransganError
-from transgan.inference.engines import TorchEngine
-from transgan.models import cache_dir
+from transgan.inference.torch_engine import TorchEngine
+from transgan.models import cache_dir, open_model
 from transgan.nets.test_time import DEFAULT_SEED
 
 # Each distinct input shape costs a compile (tens of seconds on a small CPU); after this many image sizes the
@@ -106,13 +109,20 @@ class CompiledEngine(TorchEngine):
         return self.run_tensor(torch.as_tensor(batch)).cpu().numpy()
 
 
-def open_compiled(model: Any, device: str = "cpu", precision: str = "fp32", direction: str | None = None,
-                  test_time: str | None = None, **options: Any) -> CompiledEngine:  # fmt: skip
-    """A CompiledEngine for a model file, run directory or pretrained name (see transgan.models)."""
-    from transgan.models import open_model
+def open_compiled(
+    model: str | Path | ModelFile,
+    device: str = "cpu",
+    precision: str = "fp32",
+    direction: str | None = None,
+    test_time: str | None = None,
+    **options: Any,
+) -> CompiledEngine:
+    """A CompiledEngine for a ModelFile (or a model file, run directory or pretrained name, see transgan.models).
 
+    The network compiled is a copy: inductor and channels_last must not change the ModelFile's own network.
+    """
     model_file = open_model(model)
     net, direction = model_file.generator(direction)
     info = model_file.info(direction).as_dict()
     info["test_time"] = test_time or info["test_time"]
-    return CompiledEngine(net, info, device, precision, **options)
+    return CompiledEngine(copy.deepcopy(net), info, device, precision, **options)

@@ -2,135 +2,45 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import json
-from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from transgan import __version__
-from transgan.checkpoint import read_model
+from transgan.checkpoint import ModelFile
 from transgan.errors import TransganError
-from transgan.models import cache_dir, resolve_model_path
-from transgan.nets.test_time import DEFAULT_SEED, check_mode, describe
-from transgan.nets.test_time import test_time as at_test_time
+from transgan.export.fast import optimize_for_cpu
+from transgan.export.options import check_min_psnr
+from transgan.inference.compiled import open_compiled
+from transgan.inference.torch_engine import PRECISIONS, Engine, TorchEngine
+from transgan.models import cache_dir, model_digest, model_label, open_model
+from transgan.nets.test_time import DEFAULT_SEED, check_mode
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+__all__ = ["PRECISIONS", "Engine", "TorchEngine", "OnnxEngine", "SizedEngine", "open_engine", "resolve_device"]
+
 ENGINES = ("auto", "torch", "onnx", "tensorrt", "compiled")
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'; 'cuda' without one is a clear error."""
+    """'auto' -> 'cuda' when a CUDA device is usable, else 'mps' where torch reports Apple's Metal backend, else
+    'cpu'; asking for a device that is not there is one clear line."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TransganError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise TransganError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+        raise TransganError(f"--device {device}: no CUDA device is available here; use --device auto or cpu")
+    if device == "mps" and not has_mps:
+        raise TransganError("--device mps: no Apple MPS device is available here (macOS on Apple silicon); use cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise TransganError(f"--device {device}: use auto, cpu, cuda, cuda:N or mps")
     return device
-
-
-class Engine:
-    """A generator ready to run: `run(batch)` maps float32 NCHW in [-1, 1] to float32 NCHW in [-1, 1].
-
-    Samplers take `run(noise, labels)` instead. `info` holds the model's metadata: kind ('translator' or
-    'sampler'), arch, task, direction, normalization, size_multiple, input_nc, output_nc, class_names,
-    test_time... (`GeneratorInfo.as_dict()`). `close()` (or a `with` block) gives back what it holds.
-    """
-
-    name = "engine"
-    # True where every new input shape re-plans the kernels (ONNX Runtime on GPU: seconds per shape for
-    # mobile_resnet on an H100), so the pipeline pads a short last batch instead of running a new shape.
-    replans_per_shape = False
-    info: dict[str, Any]
-    device: str
-    precision: str
-
-    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.device} ({self.precision}{self._mode_note()})"
-
-    def _mode_note(self) -> str:
-        note = self.info.get("test_time_note")
-        return f"; {note}" if note else ""
-
-    def close(self) -> None:
-        """Give back what the engine holds (a network it borrowed returns to its own modes)."""
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class TorchEngine(Engine):
-    """Eager PyTorch with channels_last, optional autocast (fp16/bf16) and optional torch.compile.
-
-    The network runs the test-time way `info['test_time']` says ('reference': batch norm on each image's
-    own statistics, dropout seeded by `seed`; 'eval'), from construction until `close()`, which restores
-    the network's own modes: a live training network can be lent to an engine inside a `with` block.
-    """
-
-    name = "torch"
-
-    def __init__(
-        self,
-        net: nn.Module,
-        info: dict[str, Any],
-        device: str = "cpu",
-        precision: str = "fp32",
-        channels_last: bool = True,
-        compile: bool = False,
-        seed: int | None = DEFAULT_SEED,
-    ):
-        if precision not in PRECISIONS:
-            raise TransganError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-        mode = check_mode(info.get("test_time", "eval"))
-        self.info, self.device, self.precision = dict(info), device, precision
-        self.net = net.to(device)
-        self._modes = ExitStack()
-        self._modes.enter_context(at_test_time(self.net, mode, seed))
-        note = describe(self.net, mode, seed)
-        if note:
-            self.info["test_time_note"] = note
-        # channels_last lets cuDNN/oneDNN pick their NHWC kernels; samplers start from a (N, latent) vector.
-        self.channels_last = channels_last and info["kind"] == "translator"
-        if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.net) if compile else self.net
-
-    def close(self) -> None:
-        self._modes.close()
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return nullcontext()
-        return torch.autocast(torch.device(self.device).type, dtype=PRECISIONS[self.precision])
-
-    def run_tensor(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Like `run` on tensors that stay on the engine's device (no host round trip)."""
-        batch = batch.to(self.device, torch.float32, non_blocking=True)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
-            if self.info["kind"] == "sampler":
-                labels = None if labels is None else labels.to(self.device)
-                output = self.forward(batch, labels)
-            else:
-                output = self.forward(batch)
-        return output.float().contiguous()
-
-    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        labels_t = None if labels is None else torch.as_tensor(labels)
-        return self.run_tensor(torch.as_tensor(batch), labels_t).cpu().numpy()
 
 
 def _tensorrt_loadable() -> bool:
@@ -262,25 +172,93 @@ def read_onnx_metadata(props: dict[str, str], source: Path | str) -> dict[str, A
     return json.loads(props["transgan"])
 
 
-def exported_onnx(path: Path, direction: str | None, for_cpu: bool = False, test_time: str | None = None) -> Path:
-    """An ONNX export of the model file at `path`, cached by file content so the slow export runs once per model.
+class SizedEngine(Engine):
+    """ONNX Runtime on a graph exported for one image size at batch 1; inputs of other sizes run on `fallback`.
 
-    `for_cpu` exports the graph rewritten for CPU runtimes (see transgan.export.fast), cached separately;
-    `test_time` ('reference' or 'eval', default the file's own) as in `export_onnx`.
+    A static graph with the CPU rewrites exports in seconds where the dynamic one takes half a minute (measured on
+    2 cores for resnet_9blocks, see transgan.export.onnx), so `--engine auto` can afford it for a folder's size.
+    """
+
+    def __init__(self, graph: OnnxEngine, size: tuple[int, int], fallback: Engine):
+        self.graph, self.size, self.fallback = graph, tuple(size), fallback
+        self.name, self.info, self.device, self.precision = graph.name, graph.info, graph.device, graph.precision
+
+    def describe(self) -> str:
+        height, width = self.size
+        return f"{self.graph.describe()} for {height}x{width} images; other sizes: {self.fallback.describe()}"
+
+    def run(self, batch: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        if tuple(batch.shape[2:]) != self.size:
+            return self.fallback.run(batch, labels)
+        return np.concatenate([self.graph.run(batch[i : i + 1]) for i in range(len(batch))])
+
+    def close(self) -> None:
+        self.graph.close()
+        self.fallback.close()
+
+
+def exported_onnx_path(
+    model: ModelFile,
+    direction: str | None,
+    for_cpu: bool = False,
+    test_time: str | None = None,
+    static_shape: tuple[int, int] | None = None,
+) -> Path:
+    """Where the cached export of `model` with these options lives (it may not exist yet)."""
+    # The transgan version is part of the key: a newer exporter may write a better graph.
+    digest = hashlib.sha256((model_digest(model) + __version__).encode()).hexdigest()[:16]
+    flavour = ("-cpu" if for_cpu else "") + (f"-{test_time}" if test_time else "")
+    flavour += f"-{static_shape[0]}x{static_shape[1]}b1" if static_shape else ""
+    return cache_dir() / "onnx" / f"{model_label(model)}-{digest}-{direction or 'default'}{flavour}.onnx"
+
+
+def exported_onnx(
+    model: ModelFile,
+    direction: str | None,
+    for_cpu: bool = False,
+    test_time: str | None = None,
+    static_shape: tuple[int, int] | None = None,
+) -> Path:
+    """An ONNX export of `model`, cached by content so the slow export runs once per model and options.
+
+    `for_cpu`: the graph rewritten for CPU runtimes (see transgan.export.fast); `test_time` ('reference' or 'eval',
+    default the file's own) as in `export_onnx`; `static_shape` (H, W): a graph for that size at batch 1.
     """
     from transgan.export.onnx import export_onnx  # onnx is imported only where a graph is written
 
-    # The transgan version is part of the key: a newer exporter may write a better graph.
-    digest = hashlib.sha256(path.read_bytes() + __version__.encode()).hexdigest()[:16]
-    flavour = ("-cpu" if for_cpu else "") + (f"-{test_time}" if test_time else "")
-    cached = cache_dir() / "onnx" / f"{path.stem}-{digest}-{direction or 'default'}{flavour}.onnx"
+    cached = exported_onnx_path(model, direction, for_cpu, test_time, static_shape)
     if not cached.is_file():
-        export_onnx(path, cached, direction=direction, for_cpu=for_cpu, test_time=test_time)
+        batch = 1 if static_shape else None
+        export_onnx(model, cached, direction, for_cpu=for_cpu, test_time=test_time, static_shape=static_shape,
+                    batch=batch)  # fmt: skip
     return cached
 
 
+def torch_engine(
+    model: ModelFile,
+    device: str = "cpu",
+    precision: str = "fp32",
+    direction: str | None = None,
+    test_time: str | None = None,
+    compile: bool = False,
+    seed: int | None = DEFAULT_SEED,
+    for_cpu: bool = False,
+    copy_net: bool = False,
+) -> TorchEngine:
+    """PyTorch eager on `model`'s generator; `for_cpu` runs a copy with the CPU rewrites (transgan.export.fast),
+    `copy_net` a plain copy (engines that share one ModelFile must not change each other's network)."""
+    net, direction = model.generator(direction)
+    info = model.info(direction).as_dict()
+    info["test_time"] = test_time or info["test_time"]
+    if for_cpu:
+        net, info["rewrites"] = optimize_for_cpu(net)
+    elif copy_net:
+        net = copy.deepcopy(net)
+    return TorchEngine(net, info, device, precision, compile=compile, seed=seed)
+
+
 def open_engine(
-    model_spec: str | Path,
+    model_spec: str | Path | ModelFile,
     engine: str = "auto",
     device: str = "auto",
     precision: str = "fp32",
@@ -293,7 +271,7 @@ def open_engine(
     calibrate: str | Path | None = None,
     min_psnr: float | None = None,
 ) -> Engine:
-    """An engine for MODEL (run dir, .safetensors, pretrained name or an exported .onnx file).
+    """An engine for MODEL (run dir, .safetensors, pretrained name, a ModelFile or an exported .onnx file).
 
     engine 'auto' runs an .onnx file with ONNX Runtime and anything else with PyTorch; 'onnx' on a model
     file exports it first (cached). 'tensorrt' is ONNX Runtime with the TensorRT provider first (GPU).
@@ -301,43 +279,40 @@ def open_engine(
     torch engine's test-time dropout (ONNX graphs have none). An .onnx file keeps the mode it was exported with.
     'compiled' is torch.compile (transgan.inference.compiled). `int8` (onnx, CPU): a model file is exported int8,
     calibrated on the folder `calibrate` and refused below `min_psnr` dB (transgan.export.int8, cached).
+    `compile` (torch.compile of the eager engine) goes with 'torch' only.
     """
     if engine not in ENGINES:
         raise TransganError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
     if test_time is not None:
         check_mode(test_time)
     device = resolve_device(device)
-    is_onnx = Path(model_spec).suffix.lower() == ".onnx"
+    is_onnx = not isinstance(model_spec, ModelFile) and Path(model_spec).suffix.lower() == ".onnx"
     if is_onnx and not Path(model_spec).is_file():
         raise TransganError(f"{model_spec}: no such file")
     if engine == "auto":
         engine = "onnx" if is_onnx else "torch"
+    if compile and engine != "torch":
+        raise TransganError(f"--compile goes with --engine torch, not {engine} (for torch.compile: --engine compiled)")
     if int8 and (engine != "onnx" or device != "cpu"):
         raise TransganError("--int8 runs with --engine onnx on --device cpu (ONNX Runtime's int8 CPU kernels)")
-    if engine == "torch" and is_onnx:
-        raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not torch")
-    path = Path(model_spec) if is_onnx else resolve_model_path(model_spec)  # the one lookup of a name or folder
+    if is_onnx and engine in ("torch", "compiled"):
+        raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not {engine}")
+    model = None if is_onnx else open_model(model_spec)  # the one lookup and read of a name, folder or file
     if engine == "torch":
-        model = read_model(path)
-        net, direction = model.generator(direction)
-        info = model.info(direction).as_dict()
-        info["test_time"] = test_time or info["test_time"]
-        return TorchEngine(net, info, device, precision, compile=compile, seed=seed)
+        return torch_engine(model, device, precision, direction, test_time, compile, seed)
     if engine == "compiled":
-        from transgan.inference.compiled import open_compiled
-
-        if is_onnx:
-            raise TransganError(f"{model_spec}: an ONNX file runs with --engine onnx, not compiled")
-        return open_compiled(path, device, precision, direction, test_time, seed=seed)
-    if int8 and not is_onnx:
-        from transgan.export.int8 import DEFAULT_MIN_PSNR, exported_int8
+        return open_compiled(model, device, precision, direction, test_time, seed=seed)
+    if model is None:
+        path = Path(model_spec)
+    elif int8:
+        from transgan.export.int8 import exported_int8
 
         if calibrate is None:
             raise TransganError("--int8 on a model file needs --calibrate DIR: images to calibrate and measure on")
-        path = exported_int8(path, calibrate, direction, min_psnr or DEFAULT_MIN_PSNR, test_time)
-    elif not is_onnx:
+        path = exported_int8(model, calibrate, direction, check_min_psnr(min_psnr), test_time)
+    else:
         # On CPU the export carries the CPU rewrites (Winograd convs...); GPU providers get the plain graph.
-        path = exported_onnx(path, direction, for_cpu=device == "cpu", test_time=test_time)
+        path = exported_onnx(model, direction, for_cpu=device == "cpu", test_time=test_time)
     result = OnnxEngine(path, device, tensorrt=engine == "tensorrt", threads=threads)
     if is_onnx and direction is not None and result.info.get("direction") not in (None, direction):
         raise TransganError(f"{model_spec} translates {result.info['direction']}, not {direction}")

@@ -17,6 +17,9 @@ from transgan.errors import TransganError
 from transgan.images import UnreadableImage, check_folder, load_image, no_images_error, scan_images
 from transgan.inference.engines import Engine
 
+# The array conversions live in pixels.py (video.py uses them too); importable from here as before.
+from transgan.inference.pixels import from_network, pad_to_multiple, to_network  # noqa: F401
+
 
 @dataclass
 class TranslateSummary:
@@ -65,16 +68,6 @@ def decode(path: Path, channels: int, resize: int | None) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad bottom and right up to the network's size multiple (edge-pad where reflect cannot)."""
-    height, width = pixels.shape[:2]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if not pad_h and not pad_w:
-        return pixels
-    mode = "reflect" if pad_h < height and pad_w < width else "edge"
-    return np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
-
-
 def encode(pixels: np.ndarray, target: Path) -> None:
     """Write atomically: an interrupted run leaves no half-written file that a rerun would skip."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,18 +78,6 @@ def encode(pixels: np.ndarray, target: Path) -> None:
     options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": 3}}.get(image_format, {})
     image.save(partial, format=image_format, **options)
     os.replace(partial, target)
-
-
-def to_network(batch: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """N x H x W x C uint8 -> N x C x H x W float32 scaled like the training data."""
-    scaled = batch.astype(np.float32) * np.float32(1 / 255)
-    return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))
-
-
-def from_network(output: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """N x C x H x W float in network range -> N x H x W x C uint8."""
-    pixels = (output * std + mean) * 255 + 0.5
-    return np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def translate_folder(
@@ -110,6 +91,7 @@ def translate_folder(
     workers: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    select: Callable[[list[Path]], list[Path]] | None = None,
 ) -> TranslateSummary:
     """Translate every image under `input_dir` into `output_dir`, keeping relative paths and file names.
 
@@ -117,7 +99,8 @@ def translate_folder(
     different sizes are padded to the network's size multiple, grouped by padded size, and cropped back.
     `on_progress(done, total)` is called once at the start and after each image, counting every input (skipped,
     translated or failed); `on_warning(line)` for each input that cannot be read. Failed inputs are listed in
-    the summary's `unreadable` and do not stop the run.
+    the summary's `unreadable` and do not stop the run. `select(paths)` keeps this process's share of the inputs
+    when several split the folder (see transgan.inference.sharding).
     """
     info = engine.info
     if info.get("kind") != "translator":
@@ -133,13 +116,17 @@ def translate_folder(
 
     if not listing.files and not listing.problems and not list_videos(input_dir):
         raise no_images_error(listing)
+    files, problems = listing.files, listing.problems
+    if select is not None:  # one process of several: its share of the inputs, the same on every run
+        files, mine = select(files), set(select([source for source, _ in problems]))
+        problems = [(source, reason) for source, reason in problems if source in mine]
     summary = TranslateSummary()
-    for source, reason in listing.problems:  # dangling or looping links: inputs that failed before decoding
+    for source, reason in problems:  # dangling or looping links: inputs that failed before decoding
         summary.unreadable.append((source, reason))
         if on_warning:
             on_warning(f"skipped unreadable image {source}: {reason}")
     jobs = []
-    for source in listing.files:
+    for source in files:
         target = output_dir / source.relative_to(input_dir)
         target = target.with_suffix(".png") if png else target
         if target.exists() and not overwrite:
@@ -147,7 +134,7 @@ def translate_folder(
         else:
             jobs.append(Job(source, target))
     # Progress counts every input, so a run with nothing left to do shows N/N rather than an unknown total.
-    total = len(listing.files) + len(listing.problems)
+    total = len(files) + len(problems)
     done = total - len(jobs)
     if on_progress:
         on_progress(done, total)

@@ -32,20 +32,51 @@ def generator_of(G: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def generate(
-    G: nn.Module, labels: list[int] | None, n: int, seed: int = 0, truncation: float | None = None
+    G: nn.Module,
+    labels: list[int] | None,
+    n: int,
+    seed: int = 0,
+    truncation: float | None = None,
+    noise_mode: str | None = None,
 ) -> torch.Tensor:
-    """`n` images (in [-1, 1]) for each label in `labels` (class-major order); labels None: `n` unconditional."""
+    """`n` images (in [-1, 1]) for each label in `labels` (class-major order); labels None: `n` unconditional.
+
+    StyleGAN2 generators (those with `latents_for_seeds`) follow the official generate.py: sample i of each
+    class uses seed `seed + i`, z = numpy RandomState(seed + i).randn(1, z_dim), so `--seed S --n 1` gives the
+    image the official `--seeds S` gives (with --truncation as its psi and --noise-mode as its noise mode).
+    """
     G = generator_of(G)
     if n < 1:
         raise TransganError(f"--n {n}: must be at least 1")
     if G.num_classes and not labels:
         raise TransganError("this model is class-conditional: pass --class NAME_OR_INDEX")
     device = next(G.parameters()).device
-    z = G.sample_latent(
-        n * max(len(labels or []), 1), torch.Generator().manual_seed(seed), latent_truncation(G, truncation)
-    )
+    rows = max(len(labels or []), 1)
+    if hasattr(G, "latents_for_seeds"):
+        z = G.latents_for_seeds([seed + i for i in range(n)], G.latent_dim).repeat(rows, 1)
+    else:
+        z = G.sample_latent(n * rows, torch.Generator().manual_seed(seed), latent_truncation(G, truncation))
     y = torch.tensor(labels).repeat_interleave(n) if G.num_classes else None
-    return G(z.to(device), None if y is None else y.to(device), **style_truncation(G, truncation)).float().cpu()
+    options = {**style_truncation(G, truncation), **noise_option(G, noise_mode)}
+    return G(z.to(device), None if y is None else y.to(device), **options).float().cpu()
+
+
+def seed_latent(G: nn.Module, seed: int, bound: float | None = None) -> torch.Tensor:
+    """The z (1, latent_dim) of one seed: the official generate.py's for StyleGAN2, else sample_latent's."""
+    if hasattr(G, "latents_for_seeds"):
+        return G.latents_for_seeds([seed], G.latent_dim)
+    return G.sample_latent(1, torch.Generator().manual_seed(seed), bound)
+
+
+def noise_option(G: nn.Module, noise_mode: str | None) -> dict[str, str]:
+    """--noise-mode (random, const or none) for StyleGAN generators; None keeps the model's own (const)."""
+    if noise_mode is None:
+        return {}
+    if not hasattr(G, "synthesis"):
+        raise TransganError(f"--noise-mode needs a StyleGAN model; this one's generator is {type(G).__name__}")
+    if noise_mode not in ("random", "const", "none"):
+        raise TransganError(f"--noise-mode {noise_mode}: use random, const or none")
+    return {"noise_mode": noise_mode}
 
 
 def latent_truncation(G: nn.Module, truncation: float | None) -> float | None:
@@ -128,7 +159,7 @@ def latent_walk(
         raise TransganError("this model is class-conditional: pass one --class NAME_OR_INDEX for the walk")
     device = next(G.parameters()).device
     bound, psi = latent_truncation(G, truncation), style_truncation(G, truncation)
-    ends = [G.sample_latent(1, torch.Generator().manual_seed(seed + i), bound) for i in range(2 * rows)]
+    ends = [seed_latent(G, seed + i, bound) for i in range(2 * rows)]
     start, end = torch.cat(ends[0::2]), torch.cat(ends[1::2])
     t = torch.linspace(0, 1, steps)
     labels = torch.full((rows * steps,), label, dtype=torch.long, device=device) if G.num_classes else None
@@ -165,7 +196,7 @@ def style_mixing(
     device = next(G.parameters()).device
     psi = style_truncation(G, truncation).get("truncation_psi", 1.0)
     seeds = list(row_seeds) + list(column_seeds)
-    z = torch.cat([G.sample_latent(1, torch.Generator().manual_seed(seed)) for seed in seeds]).to(device)
+    z = torch.cat([seed_latent(G, seed) for seed in seeds]).to(device)
     labels = torch.full((len(seeds),), label, dtype=torch.long, device=device) if G.num_classes else None
     ws = G.mapping(z, labels, truncation_psi=psi)
     crossover = max(1, G.num_ws // 4) if crossover is None else crossover

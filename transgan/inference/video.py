@@ -14,7 +14,7 @@ import numpy as np
 
 from transgan.errors import TransganError
 from transgan.inference.engines import Engine
-from transgan.inference.pipeline import from_network, pad_to_multiple, to_network
+from transgan.inference.pixels import from_network, pad_to_multiple, to_network
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 # What we write: H.264 (yuv420p) in MP4/MOV/MKV, VP9 in WebM. Other input suffixes are written as .mp4.
@@ -322,12 +322,15 @@ def translate_videos(
     on_start: Callable[[Path, int], None] | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    select: Callable[[list[Path]], list[Path]] | None = None,
 ) -> VideoFolderSummary:
     """Translate every video under `input_dir` into `output_dir` (same relative paths); one unreadable clip is
-    recorded and reported through `on_warning`, the others still run. `on_start(path, position)` per clip."""
+    recorded and reported through `on_warning`, the others still run. `on_start(path, position)` per clip;
+    `select(paths)` keeps this process's share when several split the folder (transgan.inference.sharding)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     summary = VideoFolderSummary()
-    for position, source in enumerate(list_videos(input_dir)):
+    clips = list_videos(input_dir)
+    for position, source in enumerate(select(clips) if select is not None else clips):
         target = output_dir / source.relative_to(input_dir).parent / _output_name(source)
         if target.exists() and not overwrite:
             summary.skipped_existing += 1

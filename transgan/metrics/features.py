@@ -7,6 +7,7 @@ import pickle
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -92,8 +93,31 @@ def compute_folder_features(
     device: str | torch.device = "cpu",
     mode: str = "RGB",
 ) -> np.ndarray | tuple[np.ndarray, ...]:
-    """Features of every image under `folder`, read with PIL in `mode`; see compute_features."""
-    return compute_features(_batches(list_images(folder), batch_size, mode), extractor, batch_size, device)
+    """Features of every image under `folder`, read with PIL in `mode`; see compute_features. Inside
+    `sharded_extraction(shard)` the processes of a torchrun or --nproc job share the work."""
+    files = list_images(folder)
+    compute = lambda part: compute_features(_batches(part, batch_size, mode), extractor, batch_size, device)  # noqa: E731
+    if _SHARD is None or not _SHARD.active:
+        return compute(files)
+    from transgan.inference.sharding import features_work_dir, shared_features
+
+    identity = (extractor_name(extractor), getattr(extractor, "__name__", ""), mode, batch_size)
+    return shared_features(files, compute, _SHARD, features_work_dir(Path(folder), files, *identity), batch_size)
+
+
+_SHARD: Any = None  # the transgan.inference.sharding.Shard of this process while sharded_extraction() is on
+
+
+@contextmanager
+def sharded_extraction(shard: Any) -> Iterator[None]:
+    """Within it, compute_folder_features computes this process's share of each folder and gathers the others'
+    (`transgan eval` under torchrun or --nproc); everything else extracts alone."""
+    global _SHARD
+    previous, _SHARD = _SHARD, shard
+    try:
+        yield
+    finally:
+        _SHARD = previous
 
 
 def extractor_name(extractor: Extractor) -> str:

@@ -139,6 +139,15 @@ class ProjectionDiscriminator(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                 maybe_spectral_norm(module, True)
 
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first: the stem conv; one block per resolution level (strided conv, then
+        conv; the last level with the minibatch-std map); the heads (linear, projection, ACGAN, Q)."""
+        levels = (len(self.body) - 2 - (1 if any(isinstance(m, MinibatchStd) for m in self.body) else 0)) // 4
+        starts = [2 + 4 * level for level in range(levels)]
+        blocks = [self.body[start:end] for start, end in zip([0, *starts], [*starts, len(self.body)])]
+        heads = [module for module in (self.linear, self.projection, self.aux, self.q) if module is not None]
+        return [*blocks, nn.ModuleList(heads)]
+
     def features(self, images: Tensor) -> Tensor:
         return self.body(images).sum(dim=(2, 3))
 

@@ -99,7 +99,17 @@ class DCGANDiscriminator(nn.Module):
             layers.append(MinibatchStd(mbstd_group_size, 1))
         layers.append(nn.Conv2d(width + (1 if mbstd_group_size else 0), 1, base, 1, 0))
         self.main = nn.Sequential(*layers)
+        self.levels = levels
         init_then_spectral_norm(self, "normal", init_gain, spectral_norm)
+
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first: the first strided conv (with the class label map, an input); each
+        further strided conv with its norm; the output conv (with the minibatch-std map)."""
+        ends = [2 + 3 * level for level in range(self.levels)]
+        blocks = [self.main[start:end] for start, end in zip([0, *ends], [*ends, len(self.main)])]
+        if self.label_map is not None:
+            blocks[0] = nn.ModuleList([self.label_map, blocks[0]])
+        return blocks
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         check_labels(self, labels)

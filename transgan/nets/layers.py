@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torch.nn import init as nn_init
 from torch.nn.utils import parametrizations
 
@@ -32,8 +33,30 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module]:
     if norm == "batch":
         return lambda channels: nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
     if norm == "instance":
-        return lambda channels: nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return lambda channels: InstanceNorm2d(channels, affine=False, track_running_stats=False)
     return lambda channels: nn.Identity()
+
+
+def _contiguous(grad: Tensor) -> Tensor:
+    return grad.contiguous()
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d with a workaround for a PyTorch bug (torch 2.14.1, CPU): at batch size 1 its backward
+    returns a wrong input gradient when the gradient arriving at its output has channels_last strides (CUT's
+    patch sampling permutes features to (B, H, W, C) and sends such a gradient back; --channels-last sends
+    one everywhere). Handing it a contiguous gradient gives the right one. Forward values, parameters and
+    state dict are nn.InstanceNorm2d's; without gradients (inference, ONNX export) it is plain
+    nn.InstanceNorm2d, so it still exports as InstanceNormalization. Every translator's instance norm is
+    made here (norm_layer), so this is the one place of the workaround."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if y.requires_grad and not torch.onnx.is_in_onnx_export():
+            # A hook on the output (not an autograd.Function, whose view output would forbid the in-place ReLU
+            # that follows): it reaches the norm's backward even after that ReLU changed y in place.
+            y.register_hook(_contiguous)
+        return y
 
 
 def use_bias(norm: str) -> bool:

@@ -36,7 +36,7 @@ class SeparableConv2d(nn.Module):
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, groups=in_channels),
-            nn.InstanceNorm2d(in_channels, affine=False, track_running_stats=False),
+            norm_layer("instance")(in_channels),  # the one InstanceNorm factory (layers.InstanceNorm2d)
             nn.Conv2d(in_channels, out_channels, kernel_size=1),
         )
 

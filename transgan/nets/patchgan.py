@@ -51,7 +51,14 @@ class NLayerDiscriminator(nn.Module):
             sequence.append(MinibatchStd(mbstd_group_size, 1))
         sequence.append(nn.Conv2d(ndf * mult + (1 if mbstd_group_size else 0), 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*sequence)
+        self.n_layers = n_layers
         init_then_spectral_norm(self, init, init_gain, spectral_norm)
+
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first: the first conv; each of the n_layers convs with its norm; the output
+        conv (with the minibatch-std map): n_layers + 2 blocks."""
+        ends = [2 + 3 * n for n in range(self.n_layers + 1)]
+        return [self.model[start:end] for start, end in zip([0, *ends], [*ends, len(self.model)])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -81,6 +88,10 @@ class PixelDiscriminator(nn.Module):
             nn.Conv2d(ndf * 2, 1, kernel_size=1, bias=bias),
         )
         init_then_spectral_norm(self, init, init_gain, spectral_norm)
+
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first: the three 1x1 convs (the second with its norm)."""
+        return [self.net[0:2], self.net[2:5], self.net[5:]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

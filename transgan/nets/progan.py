@@ -132,6 +132,13 @@ class ProGANDiscriminator(Growing, nn.Module):
         self.embed = ClassEmbedding(num_classes, widths[0]) if num_classes else None
         self.feature_dim = widths[0]
 
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first, at full depth: one per resolution stage (its fromRGB and DownBlock),
+        then the base stage (its fromRGB, minibatch std, conv, dense layers, class embedding)."""
+        stages = [nn.ModuleList([self.from_rgb[s], self.blocks[s - 1]]) for s in range(self.stages - 1, 0, -1)]
+        base = [self.from_rgb[0], self.mbstd, self.conv, self.fc, self.out]
+        return [*stages, nn.ModuleList(base + ([self.embed] if self.embed is not None else []))]
+
     def features(self, images: Tensor) -> Tensor:
         """h (N, feature_dim) at the active stage; images must be `resolution` pixels square."""
         if images.shape[-1] != self.resolution or images.shape[-2] != self.resolution:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transgan.nets.antialias import Downsample, Upsample
 from transgan.nets.layers import init_weights, norm_layer, padding_layer, use_bias
 from transgan.registry import NETWORKS
 
@@ -43,6 +44,10 @@ class ResnetGenerator(nn.Module):
 
     c7s1-ngf, two stride-2 downsamplings, the residual blocks, two upsamplings, c7s1-output, tanh. Input height
     and width must be multiples of 4 (two stride-2 stages), see `size_multiple`.
+
+    `antialias` and `antialias_up` give CUT's layout: each stride-2 conv becomes a stride-1 conv followed by a
+    blur-pool Downsample, each transposed conv an Upsample followed by a 3x3 conv (the official CUT code
+    without --no_antialias / --no_antialias_up; with both off the layout is CycleGAN's).
     """
 
     size_multiple = 4
@@ -58,6 +63,8 @@ class ResnetGenerator(nn.Module):
         padding: str = "reflect",
         init: str = "normal",
         init_gain: float = 0.02,
+        antialias: bool = False,
+        antialias_up: bool = False,
     ):
         super().__init__()
         bias = use_bias(norm)
@@ -71,21 +78,25 @@ class ResnetGenerator(nn.Module):
         ]
         for i in range(2):
             channels = ngf * 2**i
+            stride = 1 if antialias else 2
             model += [
-                nn.Conv2d(channels, channels * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                nn.Conv2d(channels, channels * 2, kernel_size=3, stride=stride, padding=1, bias=bias),
                 make_norm(channels * 2),
                 nn.ReLU(True),
+                *([Downsample(channels * 2)] if antialias else []),
             ]
         model += [ResnetBlock(ngf * 4, padding, norm, dropout) for _ in range(n_blocks)]
         for i in range(2):
             channels = ngf * 2 ** (2 - i)
-            model += [
-                nn.ConvTranspose2d(
-                    channels, channels // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
-                make_norm(channels // 2),
-                nn.ReLU(True),
-            ]
+            if antialias_up:
+                model += [Upsample(channels), nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=bias)]
+            else:
+                model.append(
+                    nn.ConvTranspose2d(
+                        channels, channels // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
+                    )
+                )
+            model += [make_norm(channels // 2), nn.ReLU(True)]
         # The last conv always has a bias: no norm follows it.
         model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
@@ -94,10 +105,47 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def encode(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """The outputs of `model[i]` for each i in `layers` (ascending), running only up to the last one: the
+        features CUT's PatchNCE loss compares (its `netG(x, layers, encode_only=True)`). The ReLUs are in
+        place, as in the reference, so a norm output followed by a ReLU holds post-ReLU values."""
+        features, last = [], max(layers)
+        for index, layer in enumerate(self.model[: last + 1]):
+            x = layer(x)
+            if index in layers:
+                features.append(x)
+        return features
+
+    def feature_widths(self, layers: list[int]) -> list[int]:
+        """The channel count of `model[i]`'s output for each i in `layers` (the input's before the first conv)."""
+        widths, width = [], self.model[1].in_channels
+        for index, layer in enumerate(self.model):
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                width = layer.out_channels
+            if index in layers:
+                widths.append(width)
+        return widths
+
 
 NETWORKS.add_variant(
     "resnet_9blocks", "resnet", "The CycleGAN generator for 256x256 images (9 residual blocks).", n_blocks=9
 )
 NETWORKS.add_variant(
     "resnet_6blocks", "resnet", "The CycleGAN generator for 128x128 images (6 residual blocks).", n_blocks=6
+)
+NETWORKS.add_variant(
+    "resnet_9blocks_antialias",
+    "resnet",
+    "CUT's generator: 9 residual blocks, blur-pool downsampling and upsampling.",
+    n_blocks=9,
+    antialias=True,
+    antialias_up=True,
+)
+NETWORKS.add_variant(
+    "resnet_6blocks_antialias",
+    "resnet",
+    "CUT's generator with 6 residual blocks, blur-pool downsampling and upsampling.",
+    n_blocks=6,
+    antialias=True,
+    antialias_up=True,
 )

@@ -362,6 +362,14 @@ class StyleGANDiscriminator(nn.Module):
         self.embed = ClassEmbedding(num_classes, width) if num_classes else None
         self.feature_dim = width
 
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first, as StyleGAN2 names them: one residual block per resolution (the first
+        with fromRGB), then the epilogue (minibatch std, conv, dense layers, class embedding)."""
+        residual = list(self.blocks)
+        first = nn.ModuleList([self.from_rgb, *residual[:1]])
+        epilogue = [self.mbstd, self.conv, self.fc, self.out, *([self.embed] if self.embed is not None else [])]
+        return [first, *residual[1:], nn.ModuleList(epilogue)]
+
     def features(self, images: Tensor) -> Tensor:
         """h (N, feature_dim): the features the logit (and the projection) read."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:

@@ -111,11 +111,16 @@ class GANTask:
         return []
 
     # -- state that is not a network parameter (image pools...) for exact resume -------------------
+    # The default keeps the discriminator regulariser's state (ADA's p); an override merges super()'s.
     def extra_state(self) -> dict[str, torch.Tensor]:
-        return {}
+        from transgan.tasks.regularizers import regularizer_state
+
+        return regularizer_state(self)
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
+        from transgan.tasks.regularizers import load_regularizer_state
+
+        load_regularizer_state(self, tensors)
 
     # -- outputs ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import cycle_loss, identity_loss
 from transgan.registry import TASKS
 from transgan.tasks.base import Phase
+from transgan.tasks.configs.cyclegan import CycleGANConfig
 from transgan.tasks.image_pool import ImagePool
 from transgan.tasks.translation import (
-    TranslationConfig,
     TranslationTask,
     as_rgb,
     check_input_size,
@@ -26,18 +24,6 @@ from transgan.tasks.translation import (
     translation_discriminator,
     translation_generator,
 )
-
-
-@dataclass(frozen=True)
-class CycleGANConfig(TranslationConfig):
-    """CycleGAN options; the defaults are the reference's."""
-
-    domain_a: str = option("", "folder of domain A images")
-    domain_b: str = option("", "folder of domain B images")
-    lambda_a: float = option(10.0, "weight of the cycle loss A -> B -> A")
-    lambda_b: float = option(10.0, "weight of the cycle loss B -> A -> B")
-    lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_a/lambda_b")
-    pool_size: int = option(50, "image pool size (0 disables the pool)")
 
 
 @TASKS.register("cyclegan")
@@ -137,9 +123,10 @@ class CycleGANTask(TranslationTask):
         return loss_A + loss_B, {"D/loss_A": loss_A.detach(), "D/loss_B": loss_B.detach(), **logged}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
-        return {**self.pool_A.state("pool_A"), **self.pool_B.state("pool_B")}
+        return {**super().extra_state(), **self.pool_A.state("pool_A"), **self.pool_B.state("pool_B")}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_extra_state(tensors)
         self.pool_A.load_state(tensors, "pool_A", self.device)
         self.pool_B.load_state(tensors, "pool_B", self.device)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,42 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from transgan.config import option
 from transgan.errors import TransganError
 from transgan.tasks.base import GANTask
-from transgan.tasks.regularizers import DiscriminatorOptions
-
-
-@dataclass(frozen=True)
-class GenerationDataConfig:
-    """Data options of the generation tasks: class folders, a zip of them or MNIST idx files."""
-
-    data: str = option("", "folder of class sub-folders, a .zip of them, or a folder with MNIST idx files")
-    split: str = option("", "sub-folder / zip prefix / idx prefix to use (e.g. train); empty: the only one")
-    start: int = option(0, "MNIST idx data: first image to use")
-    stop: int = option(0, "MNIST idx data: stop before this image (0: the end)")
-    image_size: int = option(32, "square output size: a power of two times 3..8 (28, 32, 64, 128 ...)")
-    channels: int = option(0, "1 or 3; 0: from the data")
-    flip: bool = option(False, "random horizontal flips (not for digits or text)")
-    conditional: bool = option(True, "condition on the class labels; --no-conditional trains an unconditional model")
-
-
-@dataclass(frozen=True)
-class EqualizedNetworkOptions(DiscriminatorOptions):
-    """What StyleGAN and ProGAN configure alike: z, the width rule of their equalised-lr networks (small for
-    CPUs by default; the papers' channel_base is 16384-32768, channel_max 512) and D's minibatch std (on)."""
-
-    latent_dim: int = option(128, "size of z")
-    channel_base: int = option(1024, "feature maps at resolution r: channel_base / r, at most --channel-max")
-    channel_max: int = option(64, "most feature maps of any layer")
-    mbstd_group_size: int = option(4, "minibatch-std group size of D (0: no minibatch-std layer)")
-
-    def widths(self) -> dict[str, int]:
-        return {"channel_base": self.channel_base, "channel_max": self.channel_max}
-
-    def minibatch_std(self) -> dict[str, int]:
-        """The discriminator's minibatch-std options (mbstd_channels 0 leaves the layer out)."""
-        return {"mbstd_group_size": max(self.mbstd_group_size, 1), "mbstd_channels": 1 if self.mbstd_group_size else 0}
+from transgan.tasks.configs.shared import EqualizedNetworkOptions, GenerationDataConfig  # noqa: F401 (re-exported)
+from transgan.tasks.freeze import frozen_d_parameters
 
 
 def check_data_config(config: GenerationDataConfig) -> None:
@@ -118,6 +85,10 @@ class GenerationTask(GANTask):
         G = self.networks["G"]
         extra = {"latent_dim": G.latent_dim, "image_size": G.image_size, "channels": G.channels}
         return {"class_names": self.class_names, "extra": {**extra, "num_classes": self.num_classes}}
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """--freeze-d N: the first N blocks of the discriminator."""
+        return frozen_d_parameters(self.networks, getattr(self.config, "freeze_d", 0))
 
     def inference_networks(self) -> list[str]:
         return ["G"]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from transgan.config import option
 from transgan.losses import l1_loss
 from transgan.registry import TASKS
 from transgan.tasks.base import Phase
+from transgan.tasks.configs.pix2pix import Pix2PixConfig
 from transgan.tasks.translation import (
-    TranslationConfig,
     TranslationTask,
     as_rgb,
     check_input_size,
@@ -23,18 +21,6 @@ from transgan.tasks.translation import (
     translation_discriminator,
     translation_generator,
 )
-
-
-@dataclass(frozen=True)
-class Pix2PixConfig(TranslationConfig):
-    """Pix2Pix options; the defaults are the reference's."""
-
-    data: str = option("", "folder with A/ and B/ sub-folders (same file names) or of aligned A|B images")
-    arch: str = option("unet_256", "generator network")
-    norm: str = option("batch", "batch, instance or none")
-    dropout: bool = option(True, "dropout in the generator")
-    gan_loss: str = option("vanilla", "adversarial loss: vanilla, lsgan, hinge, nonsaturating, wasserstein ...")
-    lambda_l1: float = option(100.0, "weight of the L1 loss")
 
 
 @TASKS.register("pix2pix")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import adversarial_loss, drift_penalty
 from transgan.nets import build_network
@@ -18,24 +16,9 @@ from transgan.recipe import Recipe
 from transgan.registry import TASKS
 from transgan.stream import Stage
 from transgan.tasks.base import Phase
-from transgan.tasks.generation import EqualizedNetworkOptions, GenerationDataConfig, GenerationTask, as_rgb
+from transgan.tasks.configs.progan import ProGANConfig
+from transgan.tasks.generation import GenerationTask, as_rgb
 from transgan.tasks.regularizers import DiscriminatorRegularizer, check_discriminator_options
-
-
-@dataclass(frozen=True)
-class ProGANConfig(GenerationDataConfig, EqualizedNetworkOptions):
-    """ProGAN options. Widths default small (channel_base 1024, at most 64 maps) and stages short so MNIST/CIFAR
-    grow on a CPU; the paper's are channel_base 16384, channel_max 512 and 600k + 600k images per stage."""
-
-    conditional: bool = option(False, "condition on the class labels (ProGAN is unconditional: --conditional adds it)")
-    stage_images: int = option(40_000, "images shown in each stage below full resolution, fade-in included")
-    fade_images: int = option(20_000, "images over which each new stage fades in (alpha 0 -> 1)")
-    final_images: int = option(200_000, "images shown at full resolution (fade-in included); --steps overrides")
-    stage_batch_sizes: str = option(
-        "", "batch size per stage, comma-separated from the base resolution up; empty: --batch-size"
-    )
-    drift: float = option(0.001, "weight of the drift term mean(D(x)^2) (epsilon_drift)")
-    n_critic: int = option(1, "discriminator steps per generator step (ProGAN: 1)")
 
 
 def stage_batch_sizes(config: ProGANConfig, stages: int) -> list[int | None]:

@@ -2,54 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from transgan.config import option
 from transgan.errors import TransganError
 from transgan.losses import adversarial_loss, decision_threshold
 from transgan.nets import build_network, network_options
 from transgan.recipe import Recipe
 from transgan.tasks.base import GANTask
-from transgan.tasks.regularizers import DiscriminatorOptions, DiscriminatorRegularizer, check_discriminator_options
+from transgan.tasks.configs.shared import TranslationConfig, check_image_options  # noqa: F401 (re-exported)
+from transgan.tasks.freeze import frozen_d_parameters
+from transgan.tasks.regularizers import DiscriminatorRegularizer
 
 # The reference's schedule for both tasks: 100 epochs at the initial rate, then 100 of linear decay to 0;
 # Adam with lr 2e-4 and beta1 0.5 for G and D; batch size 1.
 REFERENCE_RECIPE = Recipe(epochs=100, decay_epochs=100, lr_policy="linear")
-
-
-@dataclass(frozen=True)
-class TranslationConfig(DiscriminatorOptions):
-    """Options pix2pix and cyclegan share (the reference's defaults; the discriminator regularisers and
-    DiffAugment are off unless asked for); each task adds its data options and overrides the defaults that
-    differ (generator, norm, dropout, loss)."""
-
-    direction: str = option("AtoB", "AtoB or BtoA")
-    input_nc: int = option(3, "channels of the input images (1 or 3)")
-    output_nc: int = option(3, "channels of the output images (1 or 3)")
-    preprocess: str = option("resize_and_crop", "resize_and_crop, crop, scale_width, scale_width_and_crop or none")
-    load_size: int = option(286, "images are first scaled to this size")
-    crop_size: int = option(256, "then cropped to this size")
-    flip: bool = option(True, "random horizontal flips")
-    arch: str = option("resnet_9blocks", "generator network")
-    ngf: int = option(64, "generator width")
-    netd: str = option("basic", "discriminator: basic (70x70 PatchGAN), n_layers or pixel")
-    ndf: int = option(64, "discriminator width")
-    n_layers_d: int = option(3, "discriminator layers (netd n_layers)")
-    norm: str = option("instance", "instance, batch or none")
-    dropout: bool = option(False, "dropout in the generator(s)")
-    spectral_norm: bool = option(False, "spectral normalisation in the discriminator(s)")
-    init: str = option("normal", "weight init: normal, xavier, kaiming or orthogonal")
-    init_gain: float = option(0.02, "scale of the weight init")
-    gan_loss: str = option("lsgan", "adversarial loss: lsgan, vanilla, hinge, nonsaturating, wasserstein ...")
-    real_label: float = option(1.0, "target for real images (below 1: one-sided label smoothing)")
-
-    def __post_init__(self) -> None:
-        check_image_options(self)
-        check_discriminator_options(self)
 
 
 class TranslationTask(GANTask):
@@ -72,6 +41,10 @@ class TranslationTask(GANTask):
     def channels(self) -> dict[str, int]:
         """input_nc and output_nc, as model files keep them."""
         return {"input_nc": self.config.input_nc, "output_nc": self.config.output_nc}
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """--freeze-d N: the first N blocks of each discriminator."""
+        return frozen_d_parameters(self.networks, self.config.freeze_d)
 
 
 def _build(arch: str, **options: Any) -> nn.Module:
@@ -96,6 +69,12 @@ def translation_generator(config: TranslationConfig, input_nc: int, output_nc: i
 
 def translation_discriminator(config: TranslationConfig, input_nc: int) -> nn.Module:
     """The discriminator --netd with the config's width, layers, norm and init."""
+    if config.mbstd_group_size and "mbstd_group_size" not in network_options(config.netd):
+        # _build drops options a network does not take; this one would then do nothing without a word.
+        raise TransganError(
+            f"--mbstd-group-size {config.mbstd_group_size}: --netd {config.netd} has no minibatch-std layer; "
+            "use --netd basic or n_layers, or drop --mbstd-group-size"
+        )
     return _build(
         config.netd,
         input_nc=input_nc,
@@ -107,14 +86,6 @@ def translation_discriminator(config: TranslationConfig, input_nc: int) -> nn.Mo
         init_gain=config.init_gain,
         mbstd_group_size=config.mbstd_group_size,
     )
-
-
-def check_image_options(config: TranslationConfig) -> None:
-    if config.direction not in ("AtoB", "BtoA"):
-        raise TransganError(f"--direction {config.direction}: use AtoB or BtoA")
-    for name in ("input_nc", "output_nc"):
-        if getattr(config, name) not in (1, 3):
-            raise TransganError(f"--{name.replace('_', '-')} {getattr(config, name)}: use 1 or 3")
 
 
 def preprocess_of(config: TranslationConfig):

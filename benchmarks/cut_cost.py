@@ -1,0 +1,173 @@
+"""Cost of a training step: cut, fastcut and cyclegan at the same widths and image size, interleaved; prints JSON.
+
+    python benchmarks/cut_cost.py --out cut_cost.json                       # CPU, 128 px, ngf/ndf 64
+    python benchmarks/cut_cost.py --device cuda --size 256 --out cut_cost.json
+    python benchmarks/cut_cost.py --quick --out /tmp/cut_cost.json          # tiny smoke run
+
+Each task is the real GANTrainer step (`_train_step`: forward, every phase, optimizer steps) with the task's
+published defaults (CUT: PatchNCE on 5 layers with 256 patches and identity loss; FastCUT: no identity loss,
+flips; CycleGAN: two generators, two discriminators, image pool), on the same fixed batch of random images.
+Steps run in rounds, one step of each task per round, so machine load hits the three alike; the table
+reports the median seconds per step and its ratio to cyclegan's.
+
+Memory: on CUDA the rise of torch.cuda.max_memory_allocated over one step of the task, plus its parameters,
+gradients and Adam state (`peak_mb`). On CPU each task also runs in its own fresh process, and `peak_mb` is
+that process's max RSS after its steps minus the RSS after building its trainer (what the steps add).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transgan.config import TrainConfig
+from transgan.registry import TASKS
+from transgan.train import build_trainer
+
+TASK_NAMES = ("cut", "fastcut", "cyclegan")
+NO_EVENTS = 10**9  # log/sample/checkpoint intervals the benchmark never reaches
+
+
+def write_domains(root: Path, size: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    for name in ("A", "B"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            pixels = (rng.random((size, size, 3)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root / "A", root / "B"
+
+
+def make_trainer(task: str, args: argparse.Namespace, root: Path):
+    domain_a, domain_b = write_domains(root / "data", args.size)
+    config = TASKS.get(task).config_class(
+        domain_a=str(domain_a), domain_b=str(domain_b), preprocess="none", load_size=args.size,
+        crop_size=args.size, ngf=args.ngf, ndf=args.ndf,
+    )  # fmt: skip
+    train = TrainConfig(
+        out=str(root / task), device=args.device, num_workers=0, progress=False, tensorboard=False,
+        log_every=NO_EVENTS, sample_every=NO_EVENTS, checkpoint_every=NO_EVENTS, batch_size=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer = build_trainer(task, config, train)
+    batch = next(trainer.stream.batches(0))
+    return trainer, batch
+
+
+def one_step(trainer, batch: dict[str, Any]) -> float:
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    trainer._train_step(batch)
+    trainer.step += 1
+    sync()
+    return time.perf_counter() - start
+
+
+def state_mb(trainer) -> float:
+    """Parameters, gradients and the two Adam moments of every trained network, in MB."""
+    count = sum(p.numel() for net in trainer.task.networks.values() for p in net.parameters())
+    return 4 * count * 4 / 2**20
+
+
+def cpu_peak_mb(task: str, args: argparse.Namespace) -> float:
+    """What `args.steps` steps of `task` add to a fresh process's max RSS (CPU)."""
+    code = (
+        "import sys, json, resource, argparse, pathlib, tempfile; sys.path.insert(0, sys.argv[1]);"
+        "import cut_cost as b; args = argparse.Namespace(**json.loads(sys.argv[3]));"
+        "root = pathlib.Path(tempfile.mkdtemp()); trainer, batch = b.make_trainer(sys.argv[2], args, root);"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "[b.one_step(trainer, batch) for _ in range(args.steps)];"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"
+    )
+    options = json.dumps(vars(args))
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), task, options],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--ngf", type=int, default=64)
+    parser.add_argument("--ndf", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per task (after 2 warm-up steps)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads on CPU")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run: 32 px, ngf/ndf 8, 2 steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.ngf, args.ndf, args.steps = 32, 8, 8, 2
+    torch.set_num_threads(args.threads)
+    root = Path(tempfile.mkdtemp())
+    trainers = {task: make_trainer(task, args, root / task) for task in TASK_NAMES}
+    for trainer, batch in trainers.values():  # warm-up (allocator, kernel choice, Adam state)
+        one_step(trainer, batch), one_step(trainer, batch)
+    times: dict[str, list[float]] = {task: [] for task in TASK_NAMES}
+    peaks: dict[str, float] = {}
+    for _ in range(args.steps):
+        for task, (trainer, batch) in trainers.items():
+            if trainer.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            times[task].append(one_step(trainer, batch))
+            if trainer.device.type == "cuda":
+                rise = (torch.cuda.max_memory_allocated() - base) / 2**20
+                peaks[task] = max(peaks.get(task, 0.0), rise + state_mb(trainer))
+    if not peaks:
+        peaks = {task: cpu_peak_mb(task, args) for task in TASK_NAMES}
+    median = {task: statistics.median(values) for task, values in times.items()}
+    rows = [
+        {
+            "task": task,
+            "seconds_per_step": round(median[task], 4),
+            "time_vs_cyclegan": round(median[task] / median["cyclegan"], 3),
+            "peak_mb": round(peaks[task], 1),
+            "memory_vs_cyclegan": round(peaks[task] / peaks["cyclegan"], 3),
+            "parameters_trained": sum(
+                p.numel() for net in trainers[task][0].task.networks.values() for p in net.parameters()
+            ),
+        }
+        for task in TASK_NAMES
+    ]
+    result = {
+        "benchmark": "cut_cost",
+        "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": args.threads,
+        "size": args.size,
+        "ngf": args.ngf,
+        "ndf": args.ndf,
+        "batch_size": 1,
+        "steps_timed": args.steps,
+        "torch": torch.__version__,
+        "memory": "CUDA allocator peak"
+        if args.device.startswith("cuda")
+        else "max RSS added by the steps (own process)",
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
