@@ -44,9 +44,14 @@ def convert_command(
     """Convert a pytorch-CycleGAN-and-pix2pix, GAN Compression or StyleGAN2-ADA checkpoint into a model file."""
     import transgan
 
+    given = {"norm": norm, "ngf": ngf, "ndf": ndf, "input_nc": input_nc, "output_nc": output_nc}
+    given.update({"dropout": dropout, "n_layers": n_layers})
+    config: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if src.suffix == ".pkl":
         if out.suffix != ".safetensors":
             raise TransganError(f"{out}: the output file must end in .safetensors")
+        if arch is not None or channels is not None or config:
+            raise TransganError(f"{src}: a StyleGAN2-ADA snapshot carries its own architecture; leave out --arch etc.")
         from transgan.convert.stylegan_pickle import convert_snapshot, save_converted
 
         net = convert_snapshot(src, network)
@@ -62,9 +67,8 @@ def convert_command(
         raise TransganError(f"--direction {direction}: use AtoB or BtoA")
     if out.suffix != ".safetensors":
         raise TransganError(f"{out}: the output file must end in .safetensors")
-    given = {"norm": norm, "ngf": ngf, "ndf": ndf, "input_nc": input_nc, "output_nc": output_nc}
-    given.update({"dropout": dropout, "n_layers": n_layers})
-    config: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if network != "G_ema":
+        raise TransganError(f"--network {network}: picks a network of a StyleGAN2-ADA snapshot (.pkl), not of {src}")
     if arch == "mobile_resnet" or (arch is None and channels is not None):
         net = load_gan_compression_checkpoint(src, channels=channels, **config)
         mode = "eval"  # GAN Compression tests its generators in eval mode

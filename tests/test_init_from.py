@@ -147,3 +147,15 @@ def test_init_from_and_resume_are_exclusive_and_a_changed_source_is_refused(fold
     )  # fmt: skip
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "give one of them" in lines[0], result.stderr
+
+
+def test_a_stylegan2_snapshot_gives_its_g_and_d(real_data):
+    from transgan.convert.stylegan_pickle import convert_snapshot
+    from transgan.init_from import read_source
+
+    path = real_data("stylegan2_reference", "snapshot_cond32", "network-snapshot.pkl")
+    source = read_source(path)
+    assert sorted(source.networks) == ["D", "G"] and source.sha256() == sha256(path)
+    for name in ("G", "D"):  # the live G (what training continued from), not G_ema
+        expected = convert_snapshot(path, name).state_dict()
+        assert all(torch.equal(source.networks[name][key], value) for key, value in expected.items())

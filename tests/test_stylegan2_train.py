@@ -41,7 +41,14 @@ def test_official_phases_optimizers_and_schedule(shapes, tmp_path):
     assert [row["step"] for row in rows if "G/pl" in row] == [1, 3]  # steps 0 and 2
     assert [row["step"] for row in rows if "D/r1" in row] == [1]  # step 0
     # R1's default gamma comes from the global batch: 0.0002 * 16^2 / 4.
-    assert trainer.task.r1_gamma() == pytest.approx(0.0002 * SIZE**2 / 4)
+    task = trainer.task
+    assert task.r1_gamma() == pytest.approx(0.0002 * SIZE**2 / 4)
+    # Fresh z per phase (reproducible per step), fake labels drawn from the dataset's labels.
+    assert not torch.equal(task.new_draws("Gmain").z(4), task.new_draws("Dmain").z(4))
+    assert torch.equal(task.new_draws("Gmain").z(4), task.new_draws("Gmain").z(4))
+    task.label_table = torch.tensor([1] * 30 + [0] * 2)
+    drawn = task.new_draws("Dmain").labels(400)
+    assert set(drawn.tolist()) == {0, 1} and 0.8 < float(drawn.float().mean()) < 0.99
 
 
 def test_cfg_takes_the_official_configs(shapes):

@@ -4,12 +4,13 @@ The candidates (candidates.py) are timed against each other (measure.py) on real
 cached per model content and machine (tuning_cache.py). What measuring may cost is set by the job: a first timed
 run of the default engine times the number of images estimates it; measuring gets at most MEASURE_SHARE of that
 (and at most the budget, 60 s by default), one-time exports at most PREPARE_SHARE; a job too small for any
-measuring runs on the default engine (torch eager with the CPU rewrites on a CPU, torch eager on a GPU).
+measuring runs on the default engine, torch eager.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,7 @@ def open_auto(
         measure_s, prepare_s, seconds_per_image = 0.0, 0.0, math.inf
     else:
         measure_s, prepare_s = measuring_budget(job_images * seconds_per_image, budget_s)
+        prepare_s /= machine_slowdown()  # the export estimates are for an idle machine; the first timing is not
     for candidate in candidates:
         if candidate.name.startswith("onnx-int8"):
             candidate.prepare_s = 0.0
@@ -246,6 +248,16 @@ def open_auto(
                                job_images, store, left_out, job_s)  # fmt: skip
     say(f"chose {choice.summary()}")
     return engine, choice.batch_size
+
+
+def machine_slowdown() -> float:
+    """How much slower than idle this machine runs now: the 1-minute load average per usable core (at least 1)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform: assume idle
+        return 1.0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1.0, load / max(1, cores))
 
 
 def _work(images: int | None, seconds: float) -> str:

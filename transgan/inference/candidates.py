@@ -73,11 +73,12 @@ def default_candidates(
 ) -> list[Candidate]:
     """The engines worth timing for `model` on `device`, cheapest to open first, the default one first of all.
 
-    CPU: torch eager with the CPU rewrites (the default: no export needed), ONNX Runtime on the graph with the CPU
-    rewrites exported for `size` (H, W) at batch 1 (other sizes run on the default; samplers: the dynamic graph),
-    torch eager as written, ONNX Runtime on the plain dynamic graph, an int8 graph when one is given (a path, or a
-    function that exports it), and torch.compile when asked. GPU: torch eager, ONNX Runtime, torch.compile. Each
-    with every count of `threads` (default `thread_counts(device)`; 0 = the runtime's own). Names: engine[@threads].
+    CPU: torch eager (the default: nothing to export; as the network was trained), ONNX Runtime on the graph with
+    the CPU rewrites exported for `size` (H, W) at batch 1 (other sizes run on torch eager; samplers: the dynamic
+    graph), torch eager with the CPU rewrites, ONNX Runtime on the plain dynamic graph, an int8 graph when one is
+    given (a path, or a function that exports it), and torch.compile when asked. GPU: torch eager, ONNX Runtime,
+    torch.compile. Each with every count of `threads` (default `thread_counts(device)`; 0 = the runtime's own).
+    Names: engine[@threads].
     """
     options = {"direction": direction, "test_time": test_time}
     translator = model.info(direction).kind == "translator"
@@ -93,7 +94,7 @@ def default_candidates(
             graph = OnnxEngine(exported_onnx(model, direction, for_cpu, test_time, shape), device, threads=n)
             if shape is None:
                 return graph
-            return SizedEngine(graph, shape, torch_engine(model, device, for_cpu=True, **options))
+            return SizedEngine(graph, shape, torch_engine(model, device, copy_net=True, **options))
 
         return opener
 
@@ -105,9 +106,9 @@ def default_candidates(
         sized = exported_onnx_path(model, direction, True, test_time, shape)
         sized_cost = cost(sized, STATIC_EXPORT_S if shape else DYNAMIC_CPU_EXPORT_S)
         engines += [
-            ("torch-cpu", capped(lambda: torch_engine(model, device, for_cpu=True, **options)), None, 0.0),
-            ("onnx-cpu", onnx(True, shape), "onnx-cpu", sized_cost),
             ("torch", capped(lambda: torch_engine(model, device, copy_net=True, **options)), None, 0.0),
+            ("onnx-cpu", onnx(True, shape), "onnx-cpu", sized_cost),
+            ("torch-cpu", capped(lambda: torch_engine(model, device, for_cpu=True, **options)), None, 0.0),
             ("onnx", onnx(False, None), "onnx", plain_cost),
         ]  # fmt: skip
         if int8 is not None:

@@ -75,18 +75,13 @@ def open_shared_choice(
     model: str | Path, device: str, direction: str | None, test_time: str | None, sample: Any, images: int
 ) -> tuple[Any, int | None]:
     """`--engine auto` in one of several processes: the engine and batch size a single-process run measured and
-    cached for this model and machine, else PyTorch eager with the caller's batch size. It never measures:
+    cached for this model and machine, else the default engine with the caller's batch size. It never measures:
     processes measuring side by side would time each other and could choose differently, and then their
     outputs would not be the ones one process writes. Returns (engine, batch size or None)."""
-    from transgan.inference.autotune import autotune
-    from transgan.inference.engines import open_engine
+    from transgan.inference.autotune import open_auto
 
-    # The arguments open_auto gives autotune, so both find the same cached choice.
-    options = {"images": [sample] if sample is not None else None, "compiled": True, "job_images": images}
-    choice, engine = autotune(model, device, direction, test_time, measure_missing=False, **options)
-    if engine is not None:
-        return engine, choice.batch_size
-    return open_engine(model, engine="torch", device=device, direction=direction, test_time=test_time), None
+    # A measuring budget of 0: the cached choice (found under the same key as one process's), else the default.
+    return open_auto(model, device, direction, test_time, sample, images, budget_s=0.0)
 
 
 def share_plan(weights: Sequence[int], count: int) -> list[list[int]]:

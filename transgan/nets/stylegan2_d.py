@@ -60,7 +60,8 @@ class DiscriminatorBlock(nn.Module):
         dtype = torch.float16 if fp16 else torch.float32
         x = None if x is None else x.to(dtype)
         if self.in_ch == 0 or self.architecture == "skip":
-            y = self.fromrgb(img.to(dtype))
+            img = img.to(dtype)  # as the official: the skip image is down-sampled in the block's precision
+            y = self.fromrgb(img)
             x = y if x is None else x + y
             img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None
         if self.architecture == "resnet":
@@ -71,7 +72,7 @@ class DiscriminatorBlock(nn.Module):
         return x, img
 
 
-class MinibatchStdLayer(nn.Module):
+class MinibatchStd(nn.Module):
     """The official minibatch std: groups of min(group_size, N) samples taken with stride N / G."""
 
     def __init__(self, group_size: int, num_channels: int = 1):
@@ -99,7 +100,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.cmap_dim, self.architecture = cmap_dim, architecture
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_ch, 1, activation="lrelu")
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_channels) if mbstd_channels > 0 else None
+        self.mbstd = MinibatchStd(mbstd_group_size, mbstd_channels) if mbstd_channels > 0 else None
         self.conv = Conv2dLayer(in_ch + mbstd_channels, in_ch, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.fc = EqualLinear(in_ch * 16, in_ch, activation="lrelu")
         self.out = EqualLinear(in_ch, cmap_dim or 1)

@@ -53,7 +53,7 @@ class PhaseDraws:
         """Labels of dataset items drawn uniformly (the official loop's get_label(randint(len)))."""
         if self.label_table is None:
             return None
-        table = self.label_table.to(self.device)
+        table = self.label_table
         index = torch.randint(len(table), (self.world_size * n,), generator=self.generator, device=self.device)
         return table[index[self.rank * n : (self.rank + 1) * n]]
 
@@ -134,6 +134,8 @@ class StyleGANTask(GenerationTask):
     def new_draws(self, phase: str) -> PhaseDraws:
         """The draws of `phase` at this step (the same in every process, sliced per rank)."""
         seed = (self.draw_seed + self.step * 1_000_003 + PHASES.index(phase) * 7_919) % 2**63
+        if self.label_table is not None and self.label_table.device != self.device:
+            self.label_table = self.label_table.to(self.device)  # once, not per phase
         latent_dim = self.networks["G"].latent_dim
         return PhaseDraws(seed, self.rank, self.world_size, self.device, latent_dim, self.label_table)
 
