@@ -86,9 +86,17 @@ def test_onnx_export_parity_and_serve(converted, tmp_path):
         status, headers, png = call(port, "POST", "/generate", body, {"Content-Type": "application/json"})
         assert status == 200 and headers["x-images"] == "2", png
         info = json.loads(call(port, "GET", "/info")[2])
+        body = json.dumps({"class": "9", "seed": 3, "n": 1})
+        one = call(port, "POST", "/generate", body, {"Content-Type": "application/json"})[2]
     assert info["model"]["class_names"] == [str(k) for k in range(10)]
     grid = np.asarray(Image.open(io.BytesIO(png)))
     assert grid.shape[0] >= 32 and grid.shape[1] >= 64 and grid.std() > 10  # two distinct 32x32 samples
+    # The same seed gives the same image as `transgan generate` (the official seed convention), computed apart.
+    result = cli("generate", str(converted), "--seed", "3", "--n", "1", "--class", "9", "--out", str(tmp_path / "g"))
+    assert result.exit_code == 0, result.output
+    generated = np.asarray(Image.open(next((tmp_path / "g").iterdir())).convert("RGB")).astype(int)
+    served = np.asarray(Image.open(io.BytesIO(one)).convert("RGB")).astype(int)[2:-2, 2:-2]  # the grid's border
+    assert served.shape == generated.shape and np.abs(served - generated).max() <= 1
 
 
 def test_model_files_of_the_earlier_stylegan_networks_still_load(tmp_path):

@@ -224,7 +224,8 @@ def _number(params: dict[str, Any], name: str) -> float | None:
 
 
 def _latent_sampler(engine: Engine):
-    """noise(n, seed, truncation) drawn exactly as `transgan generate` draws it (the network's sample_latent).
+    """noise(n, seed, truncation) drawn exactly as `transgan generate` draws it (the network's sample_latent;
+    StyleGAN2's seed convention: sample i from numpy's RandomState(seed + i)).
 
     ONNX engines hold no network: one is built from the file's config, for its sample_latent only.
     """
@@ -237,6 +238,8 @@ def _latent_sampler(engine: Engine):
         net = build_network(engine.info["arch"], **engine.info["config"])
 
     def noise(n: int, seed: int, truncation: float | None) -> np.ndarray:
+        if hasattr(net, "latents_for_seeds"):  # StyleGAN2: the official generate.py's z of seeds S, S+1, ...
+            return net.latents_for_seeds([seed + i for i in range(n)], net.latent_dim).numpy().astype(np.float32)
         return net.sample_latent(n, torch.Generator().manual_seed(seed), truncation).numpy().astype(np.float32)
 
     return noise
