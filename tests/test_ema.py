@@ -69,3 +69,34 @@ def test_ema_weights_equal_a_hand_computed_average(rampup, tmp_path):
     written = dict(transgan.load(path).named_parameters())  # the model file holds the EMA copy
     for name in names:
         assert torch.equal(written[name], ema[name]), name
+
+
+@pytest.mark.parametrize("batch_size", [2, 10])
+def test_a_half_life_in_images_holds_whatever_the_batch(batch_size):
+    # StyleGAN2-ADA's ema_kimg: the decay per step follows the global batch, so the half-life in images stays.
+    from transgan.ema import EMA
+
+    live = torch.nn.ModuleDict({"G": torch.nn.Linear(1, 1, bias=False)})
+    torch.nn.init.zeros_(live["G"].weight)
+    ema = EMA(live, ["G"], decay=0.5 ** (4 / 100), half_life_images=100)
+    torch.nn.init.ones_(live["G"].weight)
+    steps = 100 // batch_size  # 100 images shown, one half-life
+    for _ in range(steps):
+        ema.update(live, ["G"], batch_size=batch_size)
+    assert ema.copies["G"].weight.item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_stylegan_recipe_keeps_its_half_life_when_the_batch_changes():
+    from types import SimpleNamespace
+
+    from transgan.config import TrainConfig
+    from transgan.recipe import resolve_plan
+    from transgan.tasks.configs.stylegan import StyleGANConfig, apply_cfg
+    from transgan.tasks.stylegan import StyleGANTask
+
+    _, spec = apply_cfg(StyleGANConfig(data="unused"))
+    recipe = StyleGANTask.recipe(SimpleNamespace(spec=spec))
+    assert recipe.ema_half_life_images > 0
+    plan = resolve_plan(TrainConfig(batch_size=3), recipe)
+    assert plan.ema_half_life_images == recipe.ema_half_life_images
+    assert resolve_plan(TrainConfig(ema=0.9), recipe).ema_half_life_images == 0  # --ema: a decay per step

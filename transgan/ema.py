@@ -20,11 +20,19 @@ def ramped_decay(decay: float, rampup: float, batch_size: int, images_seen: int)
 
 
 class EMA:
-    """Averaged copies of `names` in `networks`; empty (and free) when `decay` is 0. With `rampup` > 0 the
-    decay of each update follows `ramped_decay` for the images seen by then."""
+    """Averaged copies of `names` in `networks`; empty (and free) when `decay` is 0. With `half_life_images` > 0
+    the decay of an update is 0.5 ** (global batch / half-life), as StyleGAN2-ADA's ema_kimg; with `rampup` > 0
+    it then follows `ramped_decay` for the images seen by then."""
 
-    def __init__(self, networks: nn.ModuleDict, names: list[str], decay: float, rampup: float = 0.0):
-        self.decay, self.rampup = decay, rampup
+    def __init__(
+        self,
+        networks: nn.ModuleDict,
+        names: list[str],
+        decay: float,
+        rampup: float = 0.0,
+        half_life_images: float = 0.0,
+    ):
+        self.decay, self.rampup, self.half_life_images = decay, rampup, half_life_images
         self.copies: dict[str, nn.Module] = {}
         if decay > 0:
             for name in names:
@@ -34,7 +42,8 @@ class EMA:
     def update(self, networks: nn.ModuleDict, names: list[str], batch_size: int = 1, images_seen: int = 0) -> None:
         """Move the copies of `names` toward the live weights; buffers (batch-norm statistics) are copied.
         `batch_size` and `images_seen` (over all processes, this step's included) matter only with ramp-up."""
-        decay = ramped_decay(self.decay, self.rampup, batch_size, images_seen)
+        base = 0.5 ** (batch_size / self.half_life_images) if self.half_life_images > 0 else self.decay
+        decay = ramped_decay(base, self.rampup, batch_size, images_seen)
         for name in names:
             if name in self.copies:
                 live, average = networks[name], self.copies[name]

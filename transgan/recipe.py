@@ -26,6 +26,9 @@ class Recipe:
     lr_policy: str = "constant"
     ema: float = 0.0
     ema_rampup: float = 0.0  # StyleGAN2-ADA: 0.05 (see ema.ramped_decay)
+    # StyleGAN2-ADA fixes the EMA's half-life in images (ema_kimg), not its decay per step: the decay then
+    # follows the global batch, whatever --batch-size and the process count are. 0: use `ema` per step.
+    ema_half_life_images: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class TrainingPlan:
     lr_policy: str
     ema: float
     ema_rampup: float
+    ema_half_life_images: float = 0.0  # > 0: the decay per step follows the global batch (ema.EMA)
 
 
 def resolve_plan(train: TrainConfig, recipe: Recipe) -> TrainingPlan:
@@ -60,6 +64,7 @@ def resolve_plan(train: TrainConfig, recipe: Recipe) -> TrainingPlan:
         lr_policy=pick(train.lr_policy, recipe.lr_policy),
         ema=pick(train.ema, recipe.ema),
         ema_rampup=pick(train.ema_rampup, recipe.ema_rampup),
+        ema_half_life_images=recipe.ema_half_life_images if train.ema is None else 0.0,  # --ema: per step
     )
 
 

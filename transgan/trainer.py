@@ -54,7 +54,7 @@ class GANTrainer:
         for parameter in task.frozen_parameters():
             parameter.requires_grad_(False)
         self.set_phases(task.phases())
-        self.ema = EMA(task.networks, task.ema_networks(), plan.ema, plan.ema_rampup)
+        self.ema = EMA(task.networks, task.ema_networks(), plan.ema, plan.ema_rampup, plan.ema_half_life_images)
         cuda = self.device.type == "cuda"
         self.stream = BatchStream(
             task.dataset,

@@ -101,11 +101,13 @@ class StyleGANTask(GenerationTask):
 
     def recipe(self) -> Recipe:
         spec = self.spec
-        # EMA half-life ema_kimg * 1000 images at the recipe's batch: decay 0.5 ** (batch / half-life) per step.
-        ema = 0.5 ** (spec.batch_size / (spec.ema_kimg * 1000))
+        # The EMA's half-life is ema_kimg * 1000 images whatever the batch (the decay per step follows the global
+        # batch); `ema` is that decay at the recipe's batch, shown in the plan and used for the EMA's presence.
+        half_life = spec.ema_kimg * 1000
+        ema = 0.5 ** (spec.batch_size / half_life)
         lr = {"G": spec.lr, "D": spec.lr}
         return Recipe(lr=lr, betas=STYLEGAN2_BETAS, batch_size=spec.batch_size, epochs=100, ema=ema,
-                      ema_rampup=spec.ema_rampup)  # fmt: skip
+                      ema_rampup=spec.ema_rampup, ema_half_life_images=half_life)  # fmt: skip
 
     def r1_gamma(self, batch_size: int | None = None) -> float:
         """R1's gamma: --r1-gamma, else the --cfg's, else 0.0002 * res^2 / GLOBAL batch (official 'auto')."""
