@@ -34,6 +34,14 @@ def test_mbstd_group_size_is_refused_for_a_discriminator_without_the_layer(tmp_p
     assert any(type(m).__name__ == "MinibatchStd" for m in trainer.task.networks["D"].modules())
 
 
+def test_a_depth_is_refused_for_a_discriminator_of_fixed_depth(tmp_path):
+    write_images(tmp_path / "pairs" / "A", 2, seed=1)
+    write_images(tmp_path / "pairs" / "B", 2, seed=2)
+    config = Pix2PixConfig(data=str(tmp_path / "pairs"), **dict(TINY_NETS, netd="basic", n_layers_d=5))
+    with pytest.raises(TransganError, match="--n-layers-d 5: --netd basic has a fixed depth"):
+        build_trainer("pix2pix", config, quiet_config(tmp_path / "run", steps=1, batch_size=2))
+
+
 @pytest.mark.parametrize(
     "extra", [["--interpolate", "--class", "1", "--class", "2"], ["--mix", "1,2", "3,4"]], ids=["interpolate", "mix"]
 )

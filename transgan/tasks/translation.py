@@ -75,6 +75,11 @@ def translation_discriminator(config: TranslationConfig, input_nc: int) -> nn.Mo
             f"--mbstd-group-size {config.mbstd_group_size}: --netd {config.netd} has no minibatch-std layer; "
             "use --netd basic or n_layers, or drop --mbstd-group-size"
         )
+    if config.n_layers_d != 3 and "n_layers" not in network_options(config.netd):
+        # basic is n_layers fixed at 3 (the reference's 70x70 PatchGAN): another count would be dropped silently.
+        raise TransganError(
+            f"--n-layers-d {config.n_layers_d}: --netd {config.netd} has a fixed depth; use --netd n_layers to set it"
+        )
     return _build(
         config.netd,
         input_nc=input_nc,
