@@ -84,7 +84,7 @@ def engine_line(stderr: str) -> str | None:
 
 def int8_figures(cache: Path, stem: str) -> dict:
     """The int8 section of the cached int8 export of model `stem` (what the export measured), or why there is none."""
-    from transgan.export.int8 import int8_info
+    from transgan.export.int8_cache import int8_info
 
     graphs = sorted((cache / "onnx").glob(f"{stem}-*-int8.onnx"))
     if graphs:

@@ -10,20 +10,18 @@ flips; CycleGAN: two generators, two discriminators, image pool), on the same fi
 Steps run in rounds, one step of each task per round, so machine load hits the three alike; the table
 reports the median seconds per step and its ratio to cyclegan's.
 
-Memory: on CUDA the rise of torch.cuda.max_memory_allocated over one step of the task, plus its parameters,
-gradients and Adam state (`peak_mb`). On CPU each task also runs in its own fresh process, and `peak_mb` is
-that process's max RSS after its steps minus the RSS after building its trainer (what the steps add).
+Memory (`peak_mb`): the task's parameters, gradients and Adam state, plus on CUDA the rise of
+torch.cuda.max_memory_allocated over one of its steps, and on CPU the tensors autograd saves for backward over
+one step (each storage counted once, by address: free of the allocator's and the machine's noise; a storage
+freed by one phase and reused by a later one counts once, so this is near the activations alive at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,25 +81,19 @@ def state_mb(trainer) -> float:
     return 4 * count * 4 / 2**20
 
 
-def cpu_peak_mb(task: str, args: argparse.Namespace) -> float:
-    """What `args.steps` steps of `task` add to a fresh process's max RSS (CPU)."""
-    code = (
-        "import sys, json, resource, argparse, pathlib, tempfile; sys.path.insert(0, sys.argv[1]);"
-        "import cut_cost as b; args = argparse.Namespace(**json.loads(sys.argv[3]));"
-        "root = pathlib.Path(tempfile.mkdtemp()); trainer, batch = b.make_trainer(sys.argv[2], args, root);"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[b.one_step(trainer, batch) for _ in range(args.steps)];"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"
-    )
-    options = json.dumps(vars(args))
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent), task, options],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
-    )
-    return float(result.stdout.strip().splitlines()[-1])
+def saved_mb(trainer, batch: dict[str, Any]) -> float:
+    """MB of tensors autograd keeps for backward over one step (each storage once): the activation memory,
+    whatever the allocator and the machine's other jobs do."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        one_step(trainer, batch)
+    return sum(storages.values()) / 2**20
 
 
 def main() -> None:
@@ -133,8 +125,8 @@ def main() -> None:
             if trainer.device.type == "cuda":
                 rise = (torch.cuda.max_memory_allocated() - base) / 2**20
                 peaks[task] = max(peaks.get(task, 0.0), rise + state_mb(trainer))
-    if not peaks:
-        peaks = {task: cpu_peak_mb(task, args) for task in TASK_NAMES}
+    if not peaks:  # CPU: the activations kept for backward plus the parameters, gradients and Adam state
+        peaks = {task: saved_mb(trainer, batch) + state_mb(trainer) for task, (trainer, batch) in trainers.items()}
     median = {task: statistics.median(values) for task, values in times.items()}
     rows = [
         {
@@ -159,9 +151,7 @@ def main() -> None:
         "batch_size": 1,
         "steps_timed": args.steps,
         "torch": torch.__version__,
-        "memory": "CUDA allocator peak"
-        if args.device.startswith("cuda")
-        else "max RSS added by the steps (own process)",
+        "memory": "state + CUDA allocator peak" if args.device.startswith("cuda") else "state + saved for backward",
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

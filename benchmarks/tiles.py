@@ -50,15 +50,18 @@ def child(args: argparse.Namespace) -> None:
     engine = open_translator(args.model, args.tile or None, args.max_memory, engine="torch", device="cpu")
     pixels = np.asarray(Image.open(args.image).convert("RGB"))
     batch = to_network(pad_to_multiple(pixels, int(engine.info["size_multiple"]))[None], 0.5, 0.5)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     output = engine.run(batch)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    loaded, peak = before.ru_maxrss * 1024, after.ru_maxrss * 1024
+    # CPU time of this process: on a machine shared with other work it varies far less than wall time.
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if args.save:
         np.save(args.save, output[0, :, : pixels.shape[0], : pixels.shape[1]])
     how = getattr(engine, "last", None)
-    print(json.dumps({"seconds": seconds, "peak_rss": peak, "rss_before_run": loaded,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak, "rss_before_run": loaded,
                       "strategy": how.describe() if how else "whole image"}))  # fmt: skip
 
 
@@ -72,7 +75,9 @@ def measure(model: str, image: Path, tile: int, threads: int, save: Path | None,
     if done.returncode != 0:
         raise SystemExit(f"{model} on {image.name}: {done.stderr.strip().splitlines()[-1:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["seconds_per_megapixel"] = result["seconds"] / (Image.open(image).width * Image.open(image).height / 1e6)
+    megapixels = Image.open(image).width * Image.open(image).height / 1e6
+    result["seconds_per_megapixel"] = result["seconds"] / megapixels
+    result["cpu_seconds_per_megapixel"] = result["cpu_seconds"] / megapixels
     return result
 
 
@@ -141,6 +146,7 @@ def main() -> None:
             if args.models and name not in args.models.split(","):
                 continue
             row, quick = {}, name == "horse2zebra-mobile" or args.all_runs  # the ResNet takes minutes per run
+            row["plan"] = planned_work(model, args.size, args.tile)
             row["whole"] = measure(model, image, 0, args.threads, scratch / "whole.npy", None)
             # A budget that holds one tile's working set but not the stored activations: those go to files.
             budget = f"{_tile_working_set(model, args.size, args.tile) + 2**24}"
@@ -171,6 +177,45 @@ def main() -> None:
             results[f"big_{width}x{height}"] = row
     args.out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
+
+
+def planned_work(model: str, size: int, tile: int) -> dict:
+    """What the plan says, without running: memory estimates and the multiply-adds tiles do vs the whole image."""
+    from transgan.inference import tiled_run as run
+    from transgan.inference.tiled_graph import needed
+    from transgan.inference.tiles import open_tiled
+
+    plan, _ = open_tiled(model, tile, None, device="cpu").plan_for(size, size)
+    graph = plan.graph
+
+    def macs(node: int, box) -> float:
+        current = graph.nodes[node]
+        if current.kind not in ("conv", "convT"):
+            return 0.0
+        p = current.params
+        fan_in = graph.nodes[current.inputs[0]].size[0] // p["groups"] * p["kernel"][0] * p["kernel"][1]
+        per_value = fan_in / (p["stride"][0] * p["stride"][1]) if current.kind == "convT" else fan_in
+        return per_value * current.size[0] * (box[0][1] - box[0][0]) * (box[1][1] - box[1][0])
+
+    whole = sum(macs(i, ((0, n.size[1]), (0, n.size[2]))) for i, n in enumerate(graph.nodes))
+    tiled = 0.0
+    for node in plan.passes:  # every rectangle each tile computes, recomputed ones included
+        for box in run.tiles(graph.nodes[node].size, run.tile_edge(plan, node, tile)):
+            stack = [(node, box)]
+            while stack:
+                current, rect = stack.pop()
+                if current in plan.stored and current != node:
+                    continue
+                tiled += macs(current, rect)
+                sizes = [graph.nodes[i].size for i in graph.nodes[current].inputs]
+                stack.extend(zip(graph.nodes[current].inputs, needed(graph.nodes[current], rect, sizes)))
+    return {
+        "whole_gmacs": whole / 1e9,
+        "tiled_to_whole_macs": tiled / whole,
+        "estimated_whole_activations": run.untiled_bytes(graph),
+        "estimated_stored_activations": run.stored_bytes(plan),
+        "estimated_tile_working_set": run.tile_bytes(plan, tile),
+    }
 
 
 def _tile_working_set(model: str, size: int, tile: int) -> int:

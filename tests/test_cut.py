@@ -95,6 +95,23 @@ def test_networks_defaults_and_the_files_a_run_writes(domains, tmp_path):
         torch.testing.assert_close(loaded.primary(x), task.networks["G"].eval()(x))
 
 
+@pytest.mark.parametrize("layers", [[0, 4, 8, 12, 16], [0, 2], [4, 8, 10]])
+def test_one_pass_gives_the_output_and_the_features_encode_gives(layers):
+    """The keys the forward pass keeps equal G.encode's features, also when the last requested layer is a norm
+    that an in-place ReLU follows (encode stops before it) and when an earlier one is (it does not)."""
+    from transgan.nets import build_network
+
+    for antialias in (True, False):
+        torch.manual_seed(0)
+        net = build_network("resnet_6blocks", ngf=4, antialias=antialias, antialias_up=antialias)
+        x = torch.randn(2, 3, 24, 24)
+        with torch.no_grad():
+            out, features = net.forward_and_encode(x, layers)
+            assert torch.equal(out, net(x))
+            for ours, theirs in zip(features, net.encode(x, layers), strict=True):
+                assert torch.equal(ours, theirs)
+
+
 def test_draws_follow_the_seed_and_the_step(domains, tmp_path):
     def draws(seed, step):
         torch.manual_seed(seed)

@@ -18,11 +18,10 @@ from transgan.export.int8 import (
     calibration_images,
     choose_layers,
     export_int8,
-    exported_int8,
-    int8_info,
     psnr,
     split_images,
 )
+from transgan.export.int8_cache import exported_int8, int8_info
 from transgan.export.onnx import export_onnx
 from transgan.export.options import DEFAULT_MIN_PSNR, check_min_psnr
 from transgan.inference.engines import OnnxEngine

@@ -187,7 +187,7 @@ def open_auto(
     if int8_calibrate is not None:
         if device != "cpu":
             raise TransganError("--int8 runs on --device cpu (ONNX Runtime's int8 CPU kernels)")
-        from transgan.export.int8 import exported_int8, int8_cache_paths
+        from transgan.export.int8_cache import exported_int8, int8_cache_paths
 
         graph, refused = int8_cache_paths(model, int8_calibrate, direction, min_psnr, test_time)
         int8_key, int8_cost = graph.name, 0.0 if graph.is_file() or refused.is_file() else INT8_EXPORT_S

@@ -306,7 +306,7 @@ def open_engine(
     if model is None:
         path = Path(model_spec)
     elif int8:
-        from transgan.export.int8 import exported_int8
+        from transgan.export.int8_cache import exported_int8
         from transgan.export.options import check_min_psnr
 
         if calibrate is None:

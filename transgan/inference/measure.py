@@ -60,7 +60,7 @@ def measure(
     at least one warm-up and one timed run at the smallest batch size whatever the budget (nothing could be
     chosen otherwise); more rounds and larger batches only while the budget lasts, and larger batches only for
     candidates within KEEP_WITHIN of the best so far (within a batch size too, rounds after the first are only
-    for the candidates within KEEP_WITHIN of the fastest). The setup (opening and a first run) of the candidates
+    for the candidates within KEEP_WITHIN of the fastest, and none once only one is). The setup (opening and a first run) of the candidates
     within KEEP_WITHIN of the fastest is timed again with their caches warm, as a later process would pay it.
     Returns the measurements, the opened engines by name, and the candidates that could not be opened with the
     reason.
@@ -93,6 +93,8 @@ def measure(
             if round_index:  # after a round, only the candidates close to the best get more (the budget is theirs)
                 fastest = min(statistics.median(times[name]) for name in timing)
                 timing = [name for name in timing if statistics.median(times[name]) <= fastest * KEEP_WITHIN]
+                if len(timing) == 1 < len(active):  # the others are out of reach: more rounds would decide nothing
+                    break
                 per_round = sum(statistics.median(times[name]) for name in timing)
                 if time.perf_counter() - start + per_round > budget_s:
                     break

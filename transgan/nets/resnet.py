@@ -116,6 +116,17 @@ class ResnetGenerator(nn.Module):
                 features.append(x)
         return features
 
+    def forward_and_encode(self, x: torch.Tensor, layers: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """forward(x) and encode(x, layers) from one pass: the features hold the values encode returns (the last
+        one is copied when the next layer would change it in place, since encode stops before that layer)."""
+        features, last = [], max(layers)
+        for index, layer in enumerate(self.model):
+            x = layer(x)
+            if index in layers:
+                in_place = index == last and getattr(self.model[index + 1], "inplace", False)
+                features.append(x.clone() if in_place else x)
+        return x, features
+
     def feature_widths(self, layers: list[int]) -> list[int]:
         """The channel count of `model[i]`'s output for each i in `layers` (the input's before the first conv)."""
         widths, width = [], self.model[1].in_channels

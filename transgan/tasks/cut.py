@@ -21,6 +21,7 @@ from transgan.tasks.translation import (
     as_rgb,
     check_input_size,
     discriminate_pair,
+    per_sample,
     preprocess_of,
     required_path,
 )
@@ -62,7 +63,7 @@ class CUTTask(TranslationTask):
             c.arch, input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, norm=c.norm, dropout=c.dropout,
             init=c.init, init_gain=c.init_gain, antialias=c.antialias, antialias_up=c.antialias_up,
         )  # fmt: skip
-        if not hasattr(G, "encode"):
+        if not all(hasattr(G, method) for method in ("encode", "forward_and_encode", "feature_widths")):
             raise TransganError(f"--arch {c.arch}: CUT taps the encoder's layers; use a resnet generator")
         self.nce_layers = parse_layers(c.nce_layers)
         if self.nce_layers[-1] >= len(G.model):
@@ -116,8 +117,15 @@ class CUTTask(TranslationTask):
         self.flipped = c.flip_equivariance and self.draw_flip()
         if self.flipped:
             real = real.flip(3)
-        fake = G(real)
-        n = real_A.shape[0]
+        n, self.keys_A, self.keys_B = real_A.shape[0], None, None
+        if c.lambda_nce > 0 and not self.flipped and per_sample(c):
+            # The PatchNCE keys are G's encoder features of real_A (and real_B): this very pass computes them,
+            # image by image with a per-sample norm, so take them here instead of encoding the inputs again.
+            fake, features = G.forward_and_encode(real, self.nce_layers)
+            self.keys_A = [feature[:n].detach() for feature in features]
+            self.keys_B = [feature[n:].detach() for feature in features] if c.nce_idt else None
+        else:
+            fake = G(real)
         self.fake_B, self.idt_B = fake[:n], (fake[n:] if c.nce_idt else None)
 
     def loss_D(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -139,22 +147,23 @@ class CUTTask(TranslationTask):
             loss_gan = self.gan_loss.generator(pred_fake) * c.lambda_gan
         loss_nce = loss_nce_idt = zero
         if c.lambda_nce > 0:
-            loss_nce = self.nce_loss(self.real_A, self.fake_B)
+            loss_nce = self.nce_loss(self.real_A, self.fake_B, self.keys_A)
             if c.nce_idt:
-                loss_nce_idt = self.nce_loss(self.real_B, self.idt_B)
+                loss_nce_idt = self.nce_loss(self.real_B, self.idt_B, self.keys_B)
         both = 0.5 * (loss_nce + loss_nce_idt) if c.nce_idt else loss_nce
         logged = {"G/gan": loss_gan, "G/nce": loss_nce, **({"G/nce_idt": loss_nce_idt} if c.nce_idt else {})}
         return loss_gan + both, {key: value.detach() for key, value in logged.items()}
 
-    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """PatchNCE between G's encoder features of the input `src` (keys) and of its translation `tgt`
-        (queries), averaged over the layers and weighted by lambda_nce."""
+    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor, feat_k: list[torch.Tensor] | None) -> torch.Tensor:
+        """PatchNCE between G's encoder features of the input `src` (keys; `feat_k` when the forward pass kept
+        them) and of its translation `tgt` (queries), averaged over the layers and weighted by lambda_nce."""
         c, G, F = self.config, self.networks["G"], self.networks["F"]
         feat_q = G.encode(tgt, self.nce_layers)
         if self.flipped:  # tgt was made from a flipped input: flip its features back to line up with src's
             feat_q = [feature.flip(3) for feature in feat_q]
         with torch.no_grad():  # the loss takes no gradient through the keys: skip their graph
-            feat_k = G.encode(src, self.nce_layers)
+            if feat_k is None:
+                feat_k = G.encode(src, self.nce_layers)
             patch_ids = [self.draw_patch_ids(feature.shape[2] * feature.shape[3]) for feature in feat_k]
             f_k = F(feat_k, patch_ids)
         f_q = F(feat_q, patch_ids)
