@@ -22,6 +22,7 @@ from transgan.training_state import list_checkpoints, read_training_checkpoint
 
 FAMILIES = {  # the discriminators written with blocks, and the parameter their first block starts with
     "n_layers": "model.0.weight",
+    "n_layers_antialias": "model.0.weight",
     "pixel": "net.0.weight",
     "dcgan_discriminator": "main.0.weight",
     "projection_discriminator": "body.0.bias",

@@ -81,8 +81,10 @@ class AntialiasNLayerDiscriminator(nn.Module):
             Downsample(ndf),
         ]
         mult = 1
+        self._block_starts = [0]  # Freeze-D's blocks: where each conv (with what follows it) starts
         for n in range(1, n_layers + 1):
             previous, mult = mult, min(2**n, 8)
+            self._block_starts.append(len(sequence))
             sequence += [
                 nn.Conv2d(ndf * previous, ndf * mult, kernel_size=4, stride=1, padding=1, bias=bias),
                 make_norm(ndf * mult),
@@ -90,9 +92,16 @@ class AntialiasNLayerDiscriminator(nn.Module):
             ]
             if n < n_layers:  # the last widening conv keeps the resolution
                 sequence.append(Downsample(ndf * mult))
+        self._block_starts.append(len(sequence))
         sequence.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*sequence)
         init_then_spectral_norm(self, init, init_gain, spectral_norm)
+
+    def discriminator_blocks(self) -> list[nn.Module]:
+        """Freeze-D blocks, input first, as the PatchGAN's: the first conv (with its blur-pool); each of the
+        n_layers convs with its norm (and blur-pool); the output conv: n_layers + 2 blocks."""
+        ends = [*self._block_starts[1:], len(self.model)]
+        return [self.model[start:end] for start, end in zip(self._block_starts, ends)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
