@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 # convolution 23 ms with 2 threads vs 0.5 ms with 1 on a busy 2-core machine). Set before torch is imported, so
 # the CLI subprocesses the tests start inherit it too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The tests' engine choices, int8 graphs and features go to a cache of their own (one per test process), never to
+# the user's ~/.cache/transgan; a test that checks caching points TRANSGAN_CACHE at its own folder.
+os.environ.setdefault("TRANSGAN_CACHE", tempfile.mkdtemp(prefix="transgan-test-cache-"))
 
 REAL_DATA = Path(os.environ.get("TRANSGAN_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
