@@ -60,10 +60,10 @@ def measure(
     at least one warm-up and one timed run at the smallest batch size whatever the budget (nothing could be
     chosen otherwise); more rounds and larger batches only while the budget lasts, and larger batches only for
     candidates within KEEP_WITHIN of the best so far (within a batch size too, rounds after the first are only
-    for the candidates within KEEP_WITHIN of the fastest, and none once only one is). The setup (opening and a first run) of the candidates
-    within KEEP_WITHIN of the fastest is timed again with their caches warm, as a later process would pay it.
-    Returns the measurements, the opened engines by name, and the candidates that could not be opened with the
-    reason.
+    for the candidates within KEEP_WITHIN of the fastest, and none once only one is). The setup (opening and a
+    first run) of the candidates within KEEP_WITHIN of the fastest is timed again with their caches warm, as a
+    later process would pay it. Returns the measurements, the opened engines by name, and the candidates that
+    could not be opened with the reason.
     """
     engines: dict[str, Engine] = {}
     setup: dict[str, float] = {}
