@@ -79,8 +79,9 @@ def test_real_mobile_generator_on_real_horses(tmp_path, real_data):
     model = transgan.save(net, tmp_path / "mobile.safetensors", task="cyclegan", directions={"AtoB": "G"})
     horses = real_data("horse2zebra", "testA")
     # 64 x 64 keeps the test short; images this small vary more (the 256 x 256 figure, >= 35 dB, is in
-    # benchmarks/cpu_speed.py), hence the lower bound here.
-    report = export_int8(model, tmp_path / "m.onnx", horses, min_psnr=25, size=64, max_images=10)
+    # benchmarks/cpu_speed.py), hence the lower bound here, and 20 images (4 held out): with 2 held out, one
+    # hard horse decided the mean (23.3 dB with onnxruntime 1.31).
+    report = export_int8(model, tmp_path / "m.onnx", horses, min_psnr=25, size=64, max_images=20)
     print(report.summary())
     assert report.psnr_db >= 25 and len(report.layers) == 42  # 40 convs + 2 transposed convs
     # Measured, not assumed: quantized whole, the generator falls far below what the chosen layers keep.
