@@ -116,27 +116,21 @@ def infer_unet(state: StateDict) -> dict[str, Any]:
     return config
 
 
-def infer_patchgan(state: StateDict) -> dict[str, Any]:
+def infer_patchgan(state: StateDict, first_norm_key: str = "model.3.weight") -> dict[str, Any]:
+    """The reference's PatchGAN: widths from the convs; batch norm when the first norm layer has a weight."""
     config: dict[str, Any] = {}
     convs = _conv_weights(state, r"model\.(\d+)\.weight")
     if convs:
         config["input_nc"] = convs[0][1].shape[1]
         config["ndf"] = convs[0][1].shape[0]
         config["n_layers"] = len(convs) - 2
-        config["norm"] = "batch" if "model.3.weight" in state else "instance"
+        config["norm"] = "batch" if first_norm_key in state else "instance"
     return config
 
 
 def infer_antialias_patchgan(state: StateDict) -> dict[str, Any]:
-    """CUT's PatchGAN: a Downsample (blur filter, no weights) after each of the first n_layers activations."""
-    config: dict[str, Any] = {}
-    convs = _conv_weights(state, r"model\.(\d+)\.weight")
-    if convs:
-        config["input_nc"] = convs[0][1].shape[1]
-        config["ndf"] = convs[0][1].shape[0]
-        config["n_layers"] = len(convs) - 2
-        config["norm"] = "batch" if "model.4.weight" in state else "instance"
-    return config
+    """CUT's PatchGAN: a Downsample (blur filter, no weights) after the first activation moves its norm to 4."""
+    return infer_patchgan(state, first_norm_key="model.4.weight")
 
 
 def infer_pixel(state: StateDict) -> dict[str, Any]:
