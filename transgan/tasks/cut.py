@@ -22,8 +22,7 @@ from transgan.tasks.translation import (
     check_input_size,
     discriminate_pair,
     per_sample,
-    preprocess_of,
-    required_path,
+    unaligned_dataset,
 )
 
 # The official schedules: CUT 200 epochs at lr 2e-4 then 200 of linear decay, FastCUT 150 + 50.
@@ -43,18 +42,9 @@ class CUTTask(TranslationTask):
 
     @classmethod
     def build_dataset(cls, config: CUTConfig):
-        from transgan.data.paired import UnalignedDataset
-
         if config.nce_idt and config.input_nc != config.output_nc:
             raise TransganError("--nce-idt feeds domain B images to G: it needs --input-nc equal to --output-nc")
-        return UnalignedDataset(
-            required_path(config.domain_a, "--domain-a"),
-            required_path(config.domain_b, "--domain-b"),
-            preprocess_of(config),
-            direction=config.direction,
-            input_nc=config.input_nc,
-            output_nc=config.output_nc,
-        )
+        return unaligned_dataset(config)
 
     def __init__(self, config: CUTConfig, dataset):
         super().__init__(config, dataset)

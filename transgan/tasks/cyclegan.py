@@ -19,10 +19,9 @@ from transgan.tasks.translation import (
     check_input_size,
     discriminate_pair,
     per_sample,
-    preprocess_of,
-    required_path,
     translation_discriminator,
     translation_generator,
+    unaligned_dataset,
 )
 
 
@@ -35,18 +34,9 @@ class CycleGANTask(TranslationTask):
 
     @classmethod
     def build_dataset(cls, config: CycleGANConfig):
-        from transgan.data.paired import UnalignedDataset
-
         if config.lambda_identity > 0 and config.input_nc != config.output_nc:
             raise TransganError("--lambda-identity needs --input-nc equal to --output-nc; set --lambda-identity 0")
-        return UnalignedDataset(
-            required_path(config.domain_a, "--domain-a"),
-            required_path(config.domain_b, "--domain-b"),
-            preprocess_of(config),
-            direction=config.direction,
-            input_nc=config.input_nc,
-            output_nc=config.output_nc,
-        )
+        return unaligned_dataset(config)
 
     def __init__(self, config: CycleGANConfig, dataset):
         super().__init__(config, dataset)

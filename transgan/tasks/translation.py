@@ -110,6 +110,20 @@ def required_path(value: str, flag: str) -> str:
     return value
 
 
+def unaligned_dataset(config: Any):
+    """Two unpaired folders, --domain-a and --domain-b (cyclegan, cut, fastcut)."""
+    from transgan.data.paired import UnalignedDataset
+
+    return UnalignedDataset(
+        required_path(config.domain_a, "--domain-a"),
+        required_path(config.domain_b, "--domain-b"),
+        preprocess_of(config),
+        direction=config.direction,
+        input_nc=config.input_nc,
+        output_nc=config.output_nc,
+    )
+
+
 def per_sample(config: TranslationConfig) -> bool:
     """True when the translation networks treat every image of a batch on its own (instance norm or none),
     so one call on a concatenated batch equals separate calls: fewer, larger convolutions, same result.
